@@ -1,0 +1,12 @@
+//! Domain vocabulary shared by every medvault crate.
+//!
+//! This crate owns the types that name things in the source documents and the
+//! [`Clock`](clock::Clock) through which all domain code learns the time. It does no
+//! I/O, has no async code and derives no `serde` traits: wire and storage types
+//! live elsewhere and are converted explicitly.
+
+pub mod clock;
+pub mod fingerprint;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use fingerprint::CertificateFingerprint;

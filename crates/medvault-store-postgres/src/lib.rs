@@ -1,0 +1,376 @@
+//! The PostgreSQL backend: N stateless server nodes share one database.
+//!
+//! This crate owns the PostgreSQL dialect of the schema (`migrations/`) and the
+//! implementation of the `medvault-store` traits over a pooled `sqlx`
+//! connection. Everything that all nodes must see at once (revocations, replay
+//! caches, one-time codes, the audit chain head) lives in the database; unique
+//! keys, not process memory, decide races between nodes.
+//!
+//! Migrations run at start under a transaction-scoped advisory lock, so nodes
+//! that start together migrate one after the other.
+//!
+//! Invariant: every write that returns `Ok` has been committed.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use medvault_store::{
+    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore, BackendKind,
+    ClientCertificateRowV1, ClientCertificateStore, Migration, Store, StoreError,
+    check_schema_not_newer, from_unix_micros, to_unix_micros,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+pub mod test_schema;
+
+/// The migrations of the PostgreSQL schema, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "audit trail and registered client certificates",
+    sql: include_str!("../migrations/0001_initial.sql"),
+}];
+
+/// The key of the advisory lock held while migrating (an arbitrary constant).
+const MIGRATION_LOCK: i64 = 0x6d65_6476_6175_6c74; // "medvault"
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://` URL and migrates it.
+    ///
+    /// Refuses with [`StoreError::SchemaTooNew`] a database migrated by a newer
+    /// medvault.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(parse_url(url)?).await
+    }
+
+    /// Like [`connect`](Self::connect), but every table lives in `schema` (which
+    /// must exist). Tests use one schema each so that they can run in parallel.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        let options = parse_url(url)?.options([("search_path", schema)]);
+        Self::connect_with(options).await
+    }
+
+    async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(map_error)?;
+        let store = Self { pool };
+        if let Err(error) = store.migrate().await {
+            store.pool.close().await;
+            return Err(error);
+        }
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        let outcome = Self::migrate_in(&mut transaction).await;
+        match outcome {
+            Ok(()) => transaction.commit().await.map_err(map_error),
+            Err(error) => {
+                // Roll back now, not when the connection returns to the pool: the
+                // transaction holds locks that would block whoever comes next.
+                let _ = transaction.rollback().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn migrate_in(transaction: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS medvault_schema (
+                version BIGINT PRIMARY KEY,
+                description TEXT NOT NULL,
+                applied_at_us BIGINT NOT NULL
+            )",
+        )
+        .execute(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        apply_pending(transaction).await
+    }
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
+    // The parser's message may echo the URL, password included: say only that it is bad.
+    PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::Unavailable("the PostgreSQL URL cannot be parsed".to_owned()))
+}
+
+async fn apply_pending(connection: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM medvault_schema")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(map_error)?
+        .try_get(0)
+        .map_err(map_error)?;
+    check_schema_not_newer(applied, MIGRATIONS)?;
+    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        tracing::info!(version = migration.version, description = migration.description, "applying PostgreSQL migration");
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *connection)
+            .await
+            .map_err(|error| StoreError::Migration(format!("{}: {error}", migration.version)))?;
+        sqlx::query("INSERT INTO medvault_schema (version, description, applied_at_us) VALUES ($1, $2, 0)")
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute(&mut *connection)
+            .await
+            .map_err(map_error)?;
+    }
+    Ok(())
+}
+
+/// Maps an sqlx error to what the caller does next.
+fn map_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("row"),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
+        sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
+        // Class 08: connection exception; 57P0x: the server is shutting down or starting.
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(error.to_string())
+        }
+        _ => StoreError::Database(error.to_string()),
+    }
+}
+
+fn audit_entry(row: &PgRow) -> Result<AuditEntryRowV1, StoreError> {
+    Ok(AuditEntryRowV1 {
+        seq: row.try_get("seq").map_err(map_error)?,
+        recorded_at: from_unix_micros(row.try_get("recorded_at_us").map_err(map_error)?)?,
+        actor: row.try_get("actor").map_err(map_error)?,
+        subject: row.try_get("subject").map_err(map_error)?,
+        event_type: row.try_get("event_type").map_err(map_error)?,
+        outcome: row.try_get("outcome").map_err(map_error)?,
+        detail: row.try_get("detail").map_err(map_error)?,
+        prev_hash: row.try_get("prev_hash").map_err(map_error)?,
+        entry_hash: row.try_get("entry_hash").map_err(map_error)?,
+    })
+}
+
+fn audit_checkpoint(row: &PgRow) -> Result<AuditCheckpointRowV1, StoreError> {
+    Ok(AuditCheckpointRowV1 {
+        seq: row.try_get("seq").map_err(map_error)?,
+        entry_hash: row.try_get("entry_hash").map_err(map_error)?,
+        created_at: from_unix_micros(row.try_get("created_at_us").map_err(map_error)?)?,
+        key_id: row.try_get("key_id").map_err(map_error)?,
+        signature: row.try_get("signature").map_err(map_error)?,
+    })
+}
+
+fn client_certificate(row: &PgRow) -> Result<ClientCertificateRowV1, StoreError> {
+    Ok(ClientCertificateRowV1 {
+        fingerprint: row.try_get("fingerprint").map_err(map_error)?,
+        der: row.try_get("der").map_err(map_error)?,
+        owner: row.try_get("owner").map_err(map_error)?,
+        registered_at: from_unix_micros(row.try_get("registered_at_us").map_err(map_error)?)?,
+    })
+}
+
+const AUDIT_COLUMNS: &str = "seq, recorded_at_us, actor, subject, event_type, outcome, detail, prev_hash, entry_hash";
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn last_audit_entry(&self) -> Result<Option<AuditEntryRowV1>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_entries ORDER BY seq DESC LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.as_ref().map(audit_entry).transpose()
+    }
+
+    async fn insert_audit_entry(&self, entry: &AuditEntryRowV1) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_entries (seq, format, recorded_at_us, actor, subject, event_type, outcome, detail, prev_hash, entry_hash)
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(entry.seq)
+        .bind(to_unix_micros(entry.recorded_at))
+        .bind(&entry.actor)
+        .bind(&entry.subject)
+        .bind(&entry.event_type)
+        .bind(&entry.outcome)
+        .bind(&entry.detail)
+        .bind(&entry.prev_hash)
+        .bind(&entry.entry_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| match map_error(error) {
+            StoreError::Conflict(_) => StoreError::Conflict("audit entry"),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntryRowV1>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_entries WHERE 1 = 1"));
+        if let Some(subject) = &filter.subject {
+            query.push(" AND subject = ").push_bind(subject.clone());
+        }
+        if let Some(event_type) = &filter.event_type {
+            query.push(" AND event_type = ").push_bind(event_type.clone());
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND recorded_at_us >= ").push_bind(to_unix_micros(from));
+        }
+        if let Some(until) = filter.until {
+            query.push(" AND recorded_at_us < ").push_bind(to_unix_micros(until));
+        }
+        if let Some(after_seq) = filter.after_seq {
+            query.push(" AND seq > ").push_bind(after_seq);
+        }
+        query.push(" ORDER BY seq ASC LIMIT ").push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await.map_err(map_error)?;
+        rows.iter().map(audit_entry).collect()
+    }
+
+    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpointRowV1) -> Result<(), StoreError> {
+        insert_checkpoint(&self.pool, checkpoint).await
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpointRowV1>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, entry_hash, created_at_us, key_id, signature FROM audit_checkpoints ORDER BY seq ASC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(audit_checkpoint).collect()
+    }
+
+    async fn purge_audit_entries_through(&self, checkpoint: &AuditCheckpointRowV1) -> Result<u64, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        insert_checkpoint(&mut *transaction, checkpoint).await?;
+        let deleted = sqlx::query("DELETE FROM audit_entries WHERE seq <= $1")
+            .bind(checkpoint.seq)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+        transaction.commit().await.map_err(map_error)?;
+        Ok(deleted)
+    }
+}
+
+async fn insert_checkpoint<'e, E>(executor: E, checkpoint: &AuditCheckpointRowV1) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, format, entry_hash, created_at_us, key_id, signature)
+         VALUES ($1, 1, $2, $3, $4, $5)",
+    )
+    .bind(checkpoint.seq)
+    .bind(&checkpoint.entry_hash)
+    .bind(to_unix_micros(checkpoint.created_at))
+    .bind(&checkpoint.key_id)
+    .bind(&checkpoint.signature)
+    .execute(executor)
+    .await
+    .map_err(|error| match map_error(error) {
+        StoreError::Conflict(_) => StoreError::Conflict("audit checkpoint"),
+        other => other,
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl ClientCertificateStore for PostgresStore {
+    async fn insert_client_certificate(&self, certificate: &ClientCertificateRowV1) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO client_certificates (fingerprint, format, der, owner, registered_at_us) VALUES ($1, 1, $2, $3, $4)",
+        )
+        .bind(&certificate.fingerprint)
+        .bind(&certificate.der)
+        .bind(&certificate.owner)
+        .bind(to_unix_micros(certificate.registered_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| match map_error(error) {
+            StoreError::Conflict(_) => StoreError::Conflict("client certificate"),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn remove_client_certificate(&self, fingerprint: &[u8]) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM client_certificates WHERE fingerprint = $1")
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn client_certificate(&self, fingerprint: &[u8]) -> Result<Option<ClientCertificateRowV1>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, der, owner, registered_at_us FROM client_certificates WHERE fingerprint = $1",
+        )
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.as_ref().map(client_certificate).transpose()
+    }
+
+    async fn client_certificates(&self) -> Result<Vec<ClientCertificateRowV1>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT fingerprint, der, owner, registered_at_us FROM client_certificates ORDER BY fingerprint ASC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(client_certificate).collect()
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> BackendKind {
+        BackendKind::Postgres
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT COALESCE(MAX(version), 0) FROM medvault_schema")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?
+            .try_get(0)
+            .map_err(map_error)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
