@@ -76,7 +76,11 @@ mod tests {
     #[test]
     fn refuses_wrong_length_or_alphabet() {
         for bad in ["", "ab", &"zz".repeat(32), &"ab".repeat(33)] {
-            assert_eq!(bad.parse::<CertificateFingerprint>(), Err(InvalidFingerprint), "{bad}");
+            assert_eq!(
+                bad.parse::<CertificateFingerprint>(),
+                Err(InvalidFingerprint),
+                "{bad}"
+            );
         }
     }
 }

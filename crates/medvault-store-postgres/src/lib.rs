@@ -121,17 +121,23 @@ async fn apply_pending(connection: &mut sqlx::PgConnection) -> Result<(), StoreE
         .map_err(map_error)?;
     check_schema_not_newer(applied, MIGRATIONS)?;
     for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
-        tracing::info!(version = migration.version, description = migration.description, "applying PostgreSQL migration");
+        tracing::info!(
+            version = migration.version,
+            description = migration.description,
+            "applying PostgreSQL migration"
+        );
         sqlx::raw_sql(migration.sql)
             .execute(&mut *connection)
             .await
             .map_err(|error| StoreError::Migration(format!("{}: {error}", migration.version)))?;
-        sqlx::query("INSERT INTO medvault_schema (version, description, applied_at_us) VALUES ($1, $2, 0)")
-            .bind(migration.version)
-            .bind(migration.description)
-            .execute(&mut *connection)
-            .await
-            .map_err(map_error)?;
+        sqlx::query(
+            "INSERT INTO medvault_schema (version, description, applied_at_us) VALUES ($1, $2, 0)",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .execute(&mut *connection)
+        .await
+        .map_err(map_error)?;
     }
     Ok(())
 }
@@ -147,7 +153,9 @@ fn map_error(error: sqlx::Error) -> StoreError {
         sqlx::Error::Tls(_) => StoreError::Unavailable(error.to_string()),
         // Class 08: connection exception; 57P0x: the server is shutting down or starting.
         sqlx::Error::Database(db)
-            if db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
         {
             StoreError::Unavailable(error.to_string())
         }
@@ -191,7 +199,8 @@ fn client_certificate(row: &PgRow) -> Result<ClientCertificateRowV1, StoreError>
     })
 }
 
-const AUDIT_COLUMNS: &str = "seq, recorded_at_us, actor, subject, event_type, outcome, detail, prev_hash, entry_hash";
+const AUDIT_COLUMNS: &str =
+    "seq, recorded_at_us, actor, subject, event_type, outcome, detail, prev_hash, entry_hash";
 
 #[async_trait]
 impl AuditStore for PostgresStore {
@@ -228,29 +237,49 @@ impl AuditStore for PostgresStore {
         Ok(())
     }
 
-    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntryRowV1>, StoreError> {
-        let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_entries WHERE 1 = 1"));
+    async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntryRowV1>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_entries WHERE 1 = 1"
+        ));
         if let Some(subject) = &filter.subject {
             query.push(" AND subject = ").push_bind(subject.clone());
         }
         if let Some(event_type) = &filter.event_type {
-            query.push(" AND event_type = ").push_bind(event_type.clone());
+            query
+                .push(" AND event_type = ")
+                .push_bind(event_type.clone());
         }
         if let Some(from) = filter.from {
-            query.push(" AND recorded_at_us >= ").push_bind(to_unix_micros(from));
+            query
+                .push(" AND recorded_at_us >= ")
+                .push_bind(to_unix_micros(from));
         }
         if let Some(until) = filter.until {
-            query.push(" AND recorded_at_us < ").push_bind(to_unix_micros(until));
+            query
+                .push(" AND recorded_at_us < ")
+                .push_bind(to_unix_micros(until));
         }
         if let Some(after_seq) = filter.after_seq {
             query.push(" AND seq > ").push_bind(after_seq);
         }
-        query.push(" ORDER BY seq ASC LIMIT ").push_bind(i64::from(filter.limit));
-        let rows = query.build().fetch_all(&self.pool).await.map_err(map_error)?;
+        query
+            .push(" ORDER BY seq ASC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
         rows.iter().map(audit_entry).collect()
     }
 
-    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpointRowV1) -> Result<(), StoreError> {
+    async fn insert_audit_checkpoint(
+        &self,
+        checkpoint: &AuditCheckpointRowV1,
+    ) -> Result<(), StoreError> {
         insert_checkpoint(&self.pool, checkpoint).await
     }
 
@@ -264,9 +293,37 @@ impl AuditStore for PostgresStore {
         rows.iter().map(audit_checkpoint).collect()
     }
 
-    async fn purge_audit_entries_through(&self, checkpoint: &AuditCheckpointRowV1) -> Result<u64, StoreError> {
+    async fn purge_audit_entries_through(
+        &self,
+        checkpoint: &AuditCheckpointRowV1,
+    ) -> Result<u64, StoreError> {
         let mut transaction = self.pool.begin().await.map_err(map_error)?;
-        insert_checkpoint(&mut *transaction, checkpoint).await?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, format, entry_hash, created_at_us, key_id, signature)
+             VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(checkpoint.seq)
+        .bind(&checkpoint.entry_hash)
+        .bind(to_unix_micros(checkpoint.created_at))
+        .bind(&checkpoint.key_id)
+        .bind(&checkpoint.signature)
+        .execute(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        // An earlier checkpoint for the same entry serves as well; one that
+        // commits to a different hash means the chain and the purge disagree.
+        let stored_hash: Vec<u8> =
+            sqlx::query("SELECT entry_hash FROM audit_checkpoints WHERE seq = $1")
+                .bind(checkpoint.seq)
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(map_error)?
+                .try_get(0)
+                .map_err(map_error)?;
+        if stored_hash != checkpoint.entry_hash {
+            transaction.rollback().await.map_err(map_error)?;
+            return Err(StoreError::Conflict("audit checkpoint"));
+        }
         let deleted = sqlx::query("DELETE FROM audit_entries WHERE seq <= $1")
             .bind(checkpoint.seq)
             .execute(&mut *transaction)
@@ -278,7 +335,10 @@ impl AuditStore for PostgresStore {
     }
 }
 
-async fn insert_checkpoint<'e, E>(executor: E, checkpoint: &AuditCheckpointRowV1) -> Result<(), StoreError>
+async fn insert_checkpoint<'e, E>(
+    executor: E,
+    checkpoint: &AuditCheckpointRowV1,
+) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
@@ -302,7 +362,10 @@ where
 
 #[async_trait]
 impl ClientCertificateStore for PostgresStore {
-    async fn insert_client_certificate(&self, certificate: &ClientCertificateRowV1) -> Result<(), StoreError> {
+    async fn insert_client_certificate(
+        &self,
+        certificate: &ClientCertificateRowV1,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO client_certificates (fingerprint, format, der, owner, registered_at_us) VALUES ($1, 1, $2, $3, $4)",
         )
@@ -328,7 +391,10 @@ impl ClientCertificateStore for PostgresStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn client_certificate(&self, fingerprint: &[u8]) -> Result<Option<ClientCertificateRowV1>, StoreError> {
+    async fn client_certificate(
+        &self,
+        fingerprint: &[u8],
+    ) -> Result<Option<ClientCertificateRowV1>, StoreError> {
         let row = sqlx::query(
             "SELECT fingerprint, der, owner, registered_at_us FROM client_certificates WHERE fingerprint = $1",
         )
@@ -357,7 +423,10 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
         Ok(())
     }
 

@@ -51,7 +51,9 @@ impl TestSchema {
 
     /// The database URL from [`TEST_URL_VARIABLE`], if set.
     pub fn url_from_env() -> Option<String> {
-        std::env::var(TEST_URL_VARIABLE).ok().filter(|url| !url.is_empty())
+        std::env::var(TEST_URL_VARIABLE)
+            .ok()
+            .filter(|url| !url.is_empty())
     }
 }
 
@@ -62,16 +64,24 @@ impl Drop for TestSchema {
         let url = self.url.clone();
         let name = self.name.clone();
         let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async move {
                 let Ok(options) = parse_url(&url) else { return };
                 let connect = sqlx::PgConnection::connect_with(&options);
-                if let Ok(Ok(mut connection)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+                if let Ok(Ok(mut connection)) =
+                    tokio::time::timeout(Duration::from_secs(5), connect).await
+                {
                     // Never hang a test run on a lock some leaked connection holds.
-                    let drop_schema = format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop_schema)).execute(&mut connection).await;
+                    let drop_schema =
+                        format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop_schema))
+                        .execute(&mut connection)
+                        .await;
                     let _ = connection.close().await;
                 }
             });

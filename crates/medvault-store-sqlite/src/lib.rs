@@ -95,7 +95,11 @@ impl SqliteStore {
             .await
             .map_err(map_error)?;
         let outcome = apply_pending(&mut connection).await;
-        let finish = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let finish = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
         sqlx::raw_sql(finish)
             .execute(&mut *connection)
             .await
@@ -113,17 +117,23 @@ async fn apply_pending(connection: &mut sqlx::SqliteConnection) -> Result<(), St
         .map_err(map_error)?;
     check_schema_not_newer(applied, MIGRATIONS)?;
     for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
-        tracing::info!(version = migration.version, description = migration.description, "applying SQLite migration");
+        tracing::info!(
+            version = migration.version,
+            description = migration.description,
+            "applying SQLite migration"
+        );
         sqlx::raw_sql(migration.sql)
             .execute(&mut *connection)
             .await
             .map_err(|error| StoreError::Migration(format!("{}: {error}", migration.version)))?;
-        sqlx::query("INSERT INTO medvault_schema (version, description, applied_at_us) VALUES (?, ?, 0)")
-            .bind(migration.version)
-            .bind(migration.description)
-            .execute(&mut *connection)
-            .await
-            .map_err(map_error)?;
+        sqlx::query(
+            "INSERT INTO medvault_schema (version, description, applied_at_us) VALUES (?, ?, 0)",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .execute(&mut *connection)
+        .await
+        .map_err(map_error)?;
     }
     Ok(())
 }
@@ -180,7 +190,8 @@ fn client_certificate(row: &SqliteRow) -> Result<ClientCertificateRowV1, StoreEr
     })
 }
 
-const AUDIT_COLUMNS: &str = "seq, recorded_at_us, actor, subject, event_type, outcome, detail, prev_hash, entry_hash";
+const AUDIT_COLUMNS: &str =
+    "seq, recorded_at_us, actor, subject, event_type, outcome, detail, prev_hash, entry_hash";
 
 #[async_trait]
 impl AuditStore for SqliteStore {
@@ -217,29 +228,49 @@ impl AuditStore for SqliteStore {
         Ok(())
     }
 
-    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntryRowV1>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_entries WHERE 1 = 1"));
+    async fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntryRowV1>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_entries WHERE 1 = 1"
+        ));
         if let Some(subject) = &filter.subject {
             query.push(" AND subject = ").push_bind(subject.clone());
         }
         if let Some(event_type) = &filter.event_type {
-            query.push(" AND event_type = ").push_bind(event_type.clone());
+            query
+                .push(" AND event_type = ")
+                .push_bind(event_type.clone());
         }
         if let Some(from) = filter.from {
-            query.push(" AND recorded_at_us >= ").push_bind(to_unix_micros(from));
+            query
+                .push(" AND recorded_at_us >= ")
+                .push_bind(to_unix_micros(from));
         }
         if let Some(until) = filter.until {
-            query.push(" AND recorded_at_us < ").push_bind(to_unix_micros(until));
+            query
+                .push(" AND recorded_at_us < ")
+                .push_bind(to_unix_micros(until));
         }
         if let Some(after_seq) = filter.after_seq {
             query.push(" AND seq > ").push_bind(after_seq);
         }
-        query.push(" ORDER BY seq ASC LIMIT ").push_bind(i64::from(filter.limit));
-        let rows = query.build().fetch_all(&self.pool).await.map_err(map_error)?;
+        query
+            .push(" ORDER BY seq ASC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
         rows.iter().map(audit_entry).collect()
     }
 
-    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpointRowV1) -> Result<(), StoreError> {
+    async fn insert_audit_checkpoint(
+        &self,
+        checkpoint: &AuditCheckpointRowV1,
+    ) -> Result<(), StoreError> {
         insert_checkpoint(&self.pool, checkpoint).await
     }
 
@@ -253,9 +284,41 @@ impl AuditStore for SqliteStore {
         rows.iter().map(audit_checkpoint).collect()
     }
 
-    async fn purge_audit_entries_through(&self, checkpoint: &AuditCheckpointRowV1) -> Result<u64, StoreError> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)?;
-        insert_checkpoint(&mut *transaction, checkpoint).await?;
+    async fn purge_audit_entries_through(
+        &self,
+        checkpoint: &AuditCheckpointRowV1,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, format, entry_hash, created_at_us, key_id, signature)
+             VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(checkpoint.seq)
+        .bind(&checkpoint.entry_hash)
+        .bind(to_unix_micros(checkpoint.created_at))
+        .bind(&checkpoint.key_id)
+        .bind(&checkpoint.signature)
+        .execute(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        // An earlier checkpoint for the same entry serves as well; one that
+        // commits to a different hash means the chain and the purge disagree.
+        let stored_hash: Vec<u8> =
+            sqlx::query("SELECT entry_hash FROM audit_checkpoints WHERE seq = ?")
+                .bind(checkpoint.seq)
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(map_error)?
+                .try_get(0)
+                .map_err(map_error)?;
+        if stored_hash != checkpoint.entry_hash {
+            transaction.rollback().await.map_err(map_error)?;
+            return Err(StoreError::Conflict("audit checkpoint"));
+        }
         let deleted = sqlx::query("DELETE FROM audit_entries WHERE seq <= ?")
             .bind(checkpoint.seq)
             .execute(&mut *transaction)
@@ -267,7 +330,10 @@ impl AuditStore for SqliteStore {
     }
 }
 
-async fn insert_checkpoint<'e, E>(executor: E, checkpoint: &AuditCheckpointRowV1) -> Result<(), StoreError>
+async fn insert_checkpoint<'e, E>(
+    executor: E,
+    checkpoint: &AuditCheckpointRowV1,
+) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
@@ -291,7 +357,10 @@ where
 
 #[async_trait]
 impl ClientCertificateStore for SqliteStore {
-    async fn insert_client_certificate(&self, certificate: &ClientCertificateRowV1) -> Result<(), StoreError> {
+    async fn insert_client_certificate(
+        &self,
+        certificate: &ClientCertificateRowV1,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO client_certificates (fingerprint, format, der, owner, registered_at_us) VALUES (?, 1, ?, ?, ?)",
         )
@@ -317,7 +386,10 @@ impl ClientCertificateStore for SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn client_certificate(&self, fingerprint: &[u8]) -> Result<Option<ClientCertificateRowV1>, StoreError> {
+    async fn client_certificate(
+        &self,
+        fingerprint: &[u8],
+    ) -> Result<Option<ClientCertificateRowV1>, StoreError> {
         let row = sqlx::query(
             "SELECT fingerprint, der, owner, registered_at_us FROM client_certificates WHERE fingerprint = ?",
         )
@@ -346,7 +418,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
         Ok(())
     }
 

@@ -79,7 +79,8 @@ pub trait AuditStore: Send + Sync {
     async fn insert_audit_entry(&self, entry: &AuditEntryRowV1) -> Result<(), StoreError>;
 
     /// Entries matching `filter`, ascending by `seq`.
-    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntryRowV1>, StoreError>;
+    async fn audit_entries(&self, filter: &AuditFilter)
+    -> Result<Vec<AuditEntryRowV1>, StoreError>;
 
     /// Stores a checkpoint. Returns [`StoreError::Conflict`] when one exists for
     /// the same `seq`.
@@ -94,6 +95,10 @@ pub trait AuditStore: Send + Sync {
     /// In one transaction: stores `checkpoint` (which must commit to entry
     /// `checkpoint.seq`) and deletes every entry with `seq <= checkpoint.seq`.
     /// Returns how many entries were deleted. Either both happen or neither.
+    ///
+    /// A checkpoint stored earlier for the same `seq` and `entry_hash` is kept and
+    /// serves; one with another `entry_hash` fails the purge with
+    /// [`StoreError::Conflict`] and deletes nothing.
     async fn purge_audit_entries_through(
         &self,
         checkpoint: &AuditCheckpointRowV1,

@@ -79,7 +79,12 @@ pub fn sample_entry(seq: i64) -> AuditEntryRowV1 {
         recorded_at: T0 + Duration::minutes(seq),
         actor: format!("actor-{}", seq % 3),
         subject: format!("subject-{}", seq % 2),
-        event_type: if seq % 2 == 0 { "pairing.created" } else { "server.started" }.to_owned(),
+        event_type: if seq % 2 == 0 {
+            "pairing.created"
+        } else {
+            "server.started"
+        }
+        .to_owned(),
         outcome: "success".to_owned(),
         detail: format!("{{\"n\":{seq}}}"),
         prev_hash: vec![u8::try_from(seq % 251).unwrap(); 32],
@@ -131,7 +136,10 @@ pub async fn duplicate_audit_seq_is_a_conflict(store: &dyn Store) {
     let mut rival = sample_entry(1);
     rival.actor = "someone else".to_owned();
     let outcome = store.insert_audit_entry(&rival).await;
-    assert!(matches!(outcome, Err(StoreError::Conflict(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
     assert_eq!(store.last_audit_entry().await.unwrap(), Some(first));
 }
 
@@ -158,31 +166,49 @@ pub async fn audit_filters_combine(store: &dyn Store) {
         subject: Some("subject-0".to_owned()),
         ..filter()
     };
-    assert_eq!(seqs(&store.audit_entries(&by_subject).await.unwrap()), vec![2, 4, 6, 8, 10]);
+    assert_eq!(
+        seqs(&store.audit_entries(&by_subject).await.unwrap()),
+        vec![2, 4, 6, 8, 10]
+    );
     let by_type = AuditFilter {
         event_type: Some("server.started".to_owned()),
         ..filter()
     };
-    assert_eq!(seqs(&store.audit_entries(&by_type).await.unwrap()), vec![1, 3, 5, 7, 9]);
+    assert_eq!(
+        seqs(&store.audit_entries(&by_type).await.unwrap()),
+        vec![1, 3, 5, 7, 9]
+    );
     let by_time = AuditFilter {
         from: Some(T0 + Duration::minutes(3)),
         until: Some(T0 + Duration::minutes(6)),
         ..filter()
     };
-    assert_eq!(seqs(&store.audit_entries(&by_time).await.unwrap()), vec![3, 4, 5]);
+    assert_eq!(
+        seqs(&store.audit_entries(&by_time).await.unwrap()),
+        vec![3, 4, 5]
+    );
     let paged = AuditFilter {
         after_seq: Some(7),
         limit: 2,
         ..filter()
     };
-    assert_eq!(seqs(&store.audit_entries(&paged).await.unwrap()), vec![8, 9]);
+    assert_eq!(
+        seqs(&store.audit_entries(&paged).await.unwrap()),
+        vec![8, 9]
+    );
     let combined = AuditFilter {
         subject: Some("subject-1".to_owned()),
         from: Some(T0 + Duration::minutes(4)),
         ..filter()
     };
-    assert_eq!(seqs(&store.audit_entries(&combined).await.unwrap()), vec![5, 7, 9]);
-    assert_eq!(store.last_audit_entry().await.unwrap().map(|e| e.seq), Some(10));
+    assert_eq!(
+        seqs(&store.audit_entries(&combined).await.unwrap()),
+        vec![5, 7, 9]
+    );
+    assert_eq!(
+        store.last_audit_entry().await.unwrap().map(|e| e.seq),
+        Some(10)
+    );
 }
 
 fn sample_checkpoint(seq: i64) -> AuditCheckpointRowV1 {
@@ -197,10 +223,19 @@ fn sample_checkpoint(seq: i64) -> AuditCheckpointRowV1 {
 
 /// Checkpoints are kept in `seq` order and one `seq` has at most one.
 pub async fn audit_checkpoints_are_unique_per_seq(store: &dyn Store) {
-    store.insert_audit_checkpoint(&sample_checkpoint(5)).await.unwrap();
-    store.insert_audit_checkpoint(&sample_checkpoint(2)).await.unwrap();
+    store
+        .insert_audit_checkpoint(&sample_checkpoint(5))
+        .await
+        .unwrap();
+    store
+        .insert_audit_checkpoint(&sample_checkpoint(2))
+        .await
+        .unwrap();
     let outcome = store.insert_audit_checkpoint(&sample_checkpoint(5)).await;
-    assert!(matches!(outcome, Err(StoreError::Conflict(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
     assert_eq!(
         store.audit_checkpoints().await.unwrap(),
         vec![sample_checkpoint(2), sample_checkpoint(5)]
@@ -215,17 +250,40 @@ pub async fn purge_deletes_through_checkpoint_atomically(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(deleted, 3);
-    assert_eq!(seqs(&store.audit_entries(&filter()).await.unwrap()), vec![4, 5, 6]);
-    assert_eq!(store.audit_checkpoints().await.unwrap(), vec![sample_checkpoint(3)]);
+    assert_eq!(
+        seqs(&store.audit_entries(&filter()).await.unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        store.audit_checkpoints().await.unwrap(),
+        vec![sample_checkpoint(3)]
+    );
 
-    // The checkpoint for seq 3 exists: a second purge through 3 (or a rival
-    // purge through 5 that reuses it) must fail whole, deleting nothing.
-    let mut clash = sample_checkpoint(3);
-    clash.signature = vec![9; 64];
-    let outcome = store.purge_audit_entries_through(&clash).await;
-    assert!(matches!(outcome, Err(StoreError::Conflict(_))), "{outcome:?}");
-    assert_eq!(seqs(&store.audit_entries(&filter()).await.unwrap()), vec![4, 5, 6]);
-    assert_eq!(store.audit_checkpoints().await.unwrap(), vec![sample_checkpoint(3)]);
+    // Purging through 3 again with an equivalent checkpoint is a no-op.
+    let mut again = sample_checkpoint(3);
+    again.signature = vec![8; 64];
+    assert_eq!(store.purge_audit_entries_through(&again).await.unwrap(), 0);
+
+    // A checkpoint for seq 5 exists already with another hash: the purge must
+    // fail whole and delete nothing.
+    let mut earlier = sample_checkpoint(5);
+    earlier.entry_hash = vec![0xee; 32];
+    store.insert_audit_checkpoint(&earlier).await.unwrap();
+    let outcome = store
+        .purge_audit_entries_through(&sample_checkpoint(5))
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        seqs(&store.audit_entries(&filter()).await.unwrap()),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        store.audit_checkpoints().await.unwrap(),
+        vec![sample_checkpoint(3), earlier]
+    );
 }
 
 fn sample_certificate(byte: u8) -> ClientCertificateRowV1 {
@@ -239,10 +297,21 @@ fn sample_certificate(byte: u8) -> ClientCertificateRowV1 {
 
 /// Certificates are registered once, listed in fingerprint order and removable.
 pub async fn client_certificates_register_and_remove(store: &dyn Store) {
-    store.insert_client_certificate(&sample_certificate(9)).await.unwrap();
-    store.insert_client_certificate(&sample_certificate(3)).await.unwrap();
-    let outcome = store.insert_client_certificate(&sample_certificate(9)).await;
-    assert!(matches!(outcome, Err(StoreError::Conflict(_))), "{outcome:?}");
+    store
+        .insert_client_certificate(&sample_certificate(9))
+        .await
+        .unwrap();
+    store
+        .insert_client_certificate(&sample_certificate(3))
+        .await
+        .unwrap();
+    let outcome = store
+        .insert_client_certificate(&sample_certificate(9))
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
     assert_eq!(
         store.client_certificates().await.unwrap(),
         vec![sample_certificate(3), sample_certificate(9)]
@@ -254,5 +323,8 @@ pub async fn client_certificates_register_and_remove(store: &dyn Store) {
     assert!(store.remove_client_certificate(&[9; 32]).await.unwrap());
     assert!(!store.remove_client_certificate(&[9; 32]).await.unwrap());
     assert_eq!(store.client_certificate(&[9; 32]).await.unwrap(), None);
-    assert_eq!(store.client_certificates().await.unwrap(), vec![sample_certificate(3)]);
+    assert_eq!(
+        store.client_certificates().await.unwrap(),
+        vec![sample_certificate(3)]
+    );
 }

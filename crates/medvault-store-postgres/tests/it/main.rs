@@ -42,7 +42,13 @@ async fn refuses_a_schema_newer_than_it_knows() {
     store.close().await;
     let outcome = schema.store().await;
     assert!(
-        matches!(outcome, Err(StoreError::SchemaTooNew { found: 999, known: 1 })),
+        matches!(
+            outcome,
+            Err(StoreError::SchemaTooNew {
+                found: 999,
+                known: 1
+            })
+        ),
         "{outcome:?}"
     );
 }
@@ -57,7 +63,9 @@ async fn nodes_starting_together_migrate_once() {
     let (a, b, c) = tokio::join!(schema.store(), schema.store(), schema.store());
     let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
     assert_eq!(a.schema_version().await.unwrap(), 1);
-    a.insert_audit_entry(&medvault_store::conformance::sample_entry(1)).await.unwrap();
+    a.insert_audit_entry(&medvault_store::conformance::sample_entry(1))
+        .await
+        .unwrap();
     assert_eq!(b.last_audit_entry().await.unwrap().map(|e| e.seq), Some(1));
     for store in [a, b, c] {
         store.close().await;
@@ -66,7 +74,8 @@ async fn nodes_starting_together_migrate_once() {
 
 #[tokio::test]
 async fn a_bad_url_is_refused_without_echoing_it() {
-    let outcome = medvault_store_postgres::PostgresStore::connect("postgres://user:s3cret@[::1").await;
+    let outcome =
+        medvault_store_postgres::PostgresStore::connect("postgres://user:s3cret@[::1").await;
     let message = outcome.unwrap_err().to_string();
     assert!(!message.contains("s3cret"), "{message}");
 }

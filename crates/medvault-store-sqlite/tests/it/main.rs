@@ -9,7 +9,9 @@ use medvault_store_sqlite::SqliteStore;
 
 async fn fresh() -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("medvault.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("medvault.db"))
+        .await
+        .unwrap();
     Some(Fixture {
         store: Arc::new(store),
         guard: Box::new(dir),
@@ -27,7 +29,9 @@ async fn refuses_a_schema_newer_than_it_knows() {
     let store = SqliteStore::open(&path).await.unwrap();
     store.close().await;
 
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO medvault_schema (version, description, applied_at_us) VALUES (999, 'from the future', 0)")
         .execute(&raw)
         .await
@@ -36,7 +40,13 @@ async fn refuses_a_schema_newer_than_it_knows() {
 
     let outcome = SqliteStore::open(&path).await;
     assert!(
-        matches!(outcome, Err(StoreError::SchemaTooNew { found: 999, known: 1 })),
+        matches!(
+            outcome,
+            Err(StoreError::SchemaTooNew {
+                found: 999,
+                known: 1
+            })
+        ),
         "{outcome:?}"
     );
 }
@@ -53,7 +63,10 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
     store.close().await;
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), 1);
-    assert_eq!(store.last_audit_entry().await.unwrap().map(|e| e.seq), Some(1));
+    assert_eq!(
+        store.last_audit_entry().await.unwrap().map(|e| e.seq),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -61,8 +74,16 @@ async fn runs_in_wal_mode_with_foreign_keys_and_full_sync() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("medvault.db");
     let _store = SqliteStore::open(&path).await.unwrap();
-    assert!(dir.path().join("medvault.db-wal").exists(), "WAL file missing");
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&raw).await.unwrap();
+    assert!(
+        dir.path().join("medvault.db-wal").exists(),
+        "WAL file missing"
+    );
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
     assert_eq!(journal, "wal");
 }

@@ -1,0 +1,429 @@
+//! The audit trail service: append, query, verify, checkpoint, purge.
+
+use std::sync::Arc;
+
+use medvault_core::Clock;
+use medvault_store::{
+    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, Store, StoreError, from_unix_micros,
+    to_unix_micros,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::chain::{GENESIS, checkpoint_message, entry_hash};
+use crate::checkpoint::{CheckpointKey, CheckpointVerifier};
+use crate::event::{AuditEvent, AuditRecord, DetailError};
+
+/// The shortest retention the trail accepts: HDDT requires at least 30 days.
+pub const MINIMUM_RETENTION: Duration = Duration::days(30);
+
+/// How many times `append` re-reads the head after losing a race to another node.
+const APPEND_ATTEMPTS: usize = 64;
+
+/// How many entries `verify` reads per page.
+const VERIFY_PAGE: u32 = 1000;
+
+/// The largest page a query returns.
+const MAX_QUERY_LIMIT: u32 = 1000;
+
+/// How long entries are kept: never less than [`MINIMUM_RETENTION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(Duration);
+
+impl Retention {
+    /// A retention of `period`, raised to [`MINIMUM_RETENTION`] if shorter.
+    pub fn new(period: Duration) -> Self {
+        Self(period.max(MINIMUM_RETENTION))
+    }
+
+    /// The effective period.
+    pub fn period(self) -> Duration {
+        self.0
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self(MINIMUM_RETENTION)
+    }
+}
+
+/// What `query` returns. Every condition that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only entries about this subject.
+    pub subject: Option<String>,
+    /// Only entries of this event type.
+    pub event_type: Option<String>,
+    /// Only entries recorded at or after this instant.
+    pub from: Option<OffsetDateTime>,
+    /// Only entries recorded before this instant.
+    pub until: Option<OffsetDateTime>,
+    /// Only entries after this `seq` (paging).
+    pub after_seq: Option<i64>,
+    /// At most this many (capped at 1000; 0 means 100).
+    pub limit: u32,
+}
+
+/// Where and why the chain does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    /// An entry's stored hash is not the hash of its fields: it was changed.
+    #[error("entry {seq} was modified (its hash does not match its content)")]
+    Modified {
+        /// The entry.
+        seq: i64,
+    },
+    /// An entry does not point at its predecessor's hash: rows were removed, inserted or reordered.
+    #[error("entry {seq} does not link to the entry before it")]
+    Unlinked {
+        /// The entry.
+        seq: i64,
+    },
+    /// A sequence number is missing.
+    #[error("entries {from} to {to} are missing")]
+    Gap {
+        /// The first missing seq.
+        from: i64,
+        /// The last missing seq.
+        to: i64,
+    },
+    /// The chain starts after 1 without a checkpoint for its predecessor.
+    #[error("entries before {seq} are missing and no checkpoint covers them")]
+    MissingStart {
+        /// The first entry present.
+        seq: i64,
+    },
+    /// A checkpoint's signature does not verify with a trusted key.
+    #[error("checkpoint {seq} has no valid signature")]
+    BadCheckpointSignature {
+        /// The checkpoint's seq.
+        seq: i64,
+    },
+    /// A checkpoint disagrees with the entry it commits to.
+    #[error("checkpoint {seq} does not match entry {seq}")]
+    CheckpointMismatch {
+        /// The checkpoint's seq.
+        seq: i64,
+    },
+    /// A checkpoint commits to an entry beyond the last one present: the tail was removed.
+    #[error("entries after {last} are missing: checkpoint {seq} covers them")]
+    TruncatedTail {
+        /// The last entry present (0 when none).
+        last: i64,
+        /// The checkpoint that proves more existed.
+        seq: i64,
+    },
+}
+
+/// The result of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationReport {
+    /// How many entries were checked.
+    pub entries: u64,
+    /// The first entry present (if any).
+    pub first_seq: Option<i64>,
+    /// The last entry present (if any).
+    pub last_seq: Option<i64>,
+    /// How many checkpoints were checked.
+    pub checkpoints: u64,
+}
+
+/// A failure of the audit trail.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The event's detail was refused.
+    #[error(transparent)]
+    Detail(#[from] DetailError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Too many nodes appended at once; the entry was not written.
+    #[error("could not append the audit entry: the chain head kept moving")]
+    Contended,
+    /// The chain does not verify.
+    #[error("the audit chain does not verify: {0}")]
+    Broken(#[from] ChainBreak),
+}
+
+/// The audit trail over a store.
+#[derive(Debug)]
+pub struct AuditTrail {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    key: Arc<CheckpointKey>,
+    verifier: CheckpointVerifier,
+    // Serializes this process's appends so they do not race each other for the
+    // head; races with other nodes are settled by the store's unique `seq`.
+    append_lock: tokio::sync::Mutex<()>,
+}
+
+impl AuditTrail {
+    /// A trail that signs checkpoints with `key` and trusts checkpoints made with it.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, key: Arc<CheckpointKey>) -> Self {
+        let verifier = key.verifier();
+        Self {
+            store,
+            clock,
+            key,
+            verifier,
+            append_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Also trusts checkpoints signed by `retired` keys (after a key rotation).
+    pub fn trusting(mut self, retired: &CheckpointVerifier) -> Self {
+        self.verifier = self.verifier.with(retired);
+        self
+    }
+
+    /// Appends an event. Returns once the entry is durably stored.
+    pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
+        let detail = event.detail.to_json()?;
+        let _guard = self.append_lock.lock().await;
+        for _ in 0..APPEND_ATTEMPTS {
+            let (prev_seq, prev_hash) = self.head().await?;
+            // Stored time has microsecond precision; hash what is stored.
+            let recorded_at = from_unix_micros(to_unix_micros(self.clock.now()))?;
+            let mut entry = AuditEntryRowV1 {
+                seq: prev_seq + 1,
+                recorded_at,
+                actor: event.actor.clone(),
+                subject: event.subject.clone(),
+                event_type: event.event_type.clone(),
+                outcome: event.outcome.as_str().to_owned(),
+                detail: detail.clone(),
+                prev_hash: prev_hash.to_vec(),
+                entry_hash: Vec::new(),
+            };
+            entry.entry_hash = entry_hash(&entry).to_vec();
+            match self.store.insert_audit_entry(&entry).await {
+                Ok(()) => return Ok(record(entry)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(AuditError::Contended)
+    }
+
+    /// The last entry's seq and hash; else the last checkpoint's (everything was
+    /// purged); else the genesis.
+    async fn head(&self) -> Result<(i64, [u8; 32]), AuditError> {
+        if let Some(last) = self.store.last_audit_entry().await? {
+            return Ok((
+                last.seq,
+                to_hash(&last.entry_hash).ok_or(ChainBreak::Modified { seq: last.seq })?,
+            ));
+        }
+        if let Some(checkpoint) = self.store.audit_checkpoints().await?.pop() {
+            let hash = to_hash(&checkpoint.entry_hash).ok_or(ChainBreak::CheckpointMismatch {
+                seq: checkpoint.seq,
+            })?;
+            return Ok((checkpoint.seq, hash));
+        }
+        Ok((0, GENESIS))
+    }
+
+    /// Entries matching `query`, ascending by seq.
+    pub async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
+        let limit = match query.limit {
+            0 => 100,
+            limit => limit.min(MAX_QUERY_LIMIT),
+        };
+        let filter = AuditFilter {
+            subject: query.subject.clone(),
+            event_type: query.event_type.clone(),
+            from: query.from,
+            until: query.until,
+            after_seq: query.after_seq,
+            limit,
+        };
+        Ok(self
+            .store
+            .audit_entries(&filter)
+            .await?
+            .into_iter()
+            .map(record)
+            .collect())
+    }
+
+    /// Signs a checkpoint of the current head (nothing to do on an empty trail).
+    ///
+    /// Made periodically, checkpoints reveal a removed tail: `verify` fails when a
+    /// checkpoint commits to an entry that is no longer there.
+    pub async fn checkpoint(&self) -> Result<Option<i64>, AuditError> {
+        let Some(last) = self.store.last_audit_entry().await? else {
+            return Ok(None);
+        };
+        let checkpoint = self.sign_checkpoint(&last);
+        match self.store.insert_audit_checkpoint(&checkpoint).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(Some(last.seq)),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn sign_checkpoint(&self, entry: &AuditEntryRowV1) -> AuditCheckpointRowV1 {
+        let created_at =
+            from_unix_micros(to_unix_micros(self.clock.now())).unwrap_or(entry.recorded_at);
+        let message = checkpoint_message(entry.seq, &entry.entry_hash, to_unix_micros(created_at));
+        AuditCheckpointRowV1 {
+            seq: entry.seq,
+            entry_hash: entry.entry_hash.clone(),
+            created_at,
+            key_id: self.key.key_id().to_owned(),
+            signature: self.key.sign(&message),
+        }
+    }
+
+    /// Removes entries older than `retention` (never less than 30 days), behind a
+    /// signed checkpoint of the last removed entry. Returns how many were removed.
+    ///
+    /// Only entries strictly before the first entry young enough to keep are
+    /// removed, so clock skew between nodes can never cost a young entry.
+    pub async fn purge_expired(&self, retention: Retention) -> Result<u64, AuditError> {
+        let cutoff = self.clock.now() - retention.period();
+        let first_kept = self
+            .store
+            .audit_entries(&AuditFilter {
+                from: Some(cutoff),
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await?;
+        let last_removed = match first_kept.first() {
+            Some(kept) => self.entry_before(kept.seq).await?,
+            None => self.store.last_audit_entry().await?,
+        };
+        let Some(last_removed) = last_removed else {
+            return Ok(0);
+        };
+        // Entries with seq below the first young one may still be young (clock
+        // skew): remove only if the last of them is old.
+        if last_removed.recorded_at >= cutoff {
+            return Ok(0);
+        }
+        let checkpoint = self.sign_checkpoint(&last_removed);
+        Ok(self.store.purge_audit_entries_through(&checkpoint).await?)
+    }
+
+    async fn entry_before(&self, seq: i64) -> Result<Option<AuditEntryRowV1>, AuditError> {
+        let found = self
+            .store
+            .audit_entries(&AuditFilter {
+                after_seq: Some(seq - 2),
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await?;
+        Ok(found.into_iter().find(|entry| entry.seq == seq - 1))
+    }
+
+    /// Checks the whole chain: every hash, every link, every checkpoint.
+    pub async fn verify(&self) -> Result<VerificationReport, AuditError> {
+        let checkpoints = self.store.audit_checkpoints().await?;
+        for checkpoint in &checkpoints {
+            let message = checkpoint_message(
+                checkpoint.seq,
+                &checkpoint.entry_hash,
+                to_unix_micros(checkpoint.created_at),
+            );
+            if !self
+                .verifier
+                .verify(&checkpoint.key_id, &message, &checkpoint.signature)
+            {
+                return Err(ChainBreak::BadCheckpointSignature {
+                    seq: checkpoint.seq,
+                }
+                .into());
+            }
+        }
+        let checkpoint_at = |seq: i64| checkpoints.iter().find(|c| c.seq == seq);
+
+        let mut report = VerificationReport {
+            entries: 0,
+            first_seq: None,
+            last_seq: None,
+            checkpoints: u64::try_from(checkpoints.len()).unwrap_or(u64::MAX),
+        };
+        let mut previous: Option<(i64, Vec<u8>)> = None;
+        let mut after_seq = None;
+        loop {
+            let page = self
+                .store
+                .audit_entries(&AuditFilter {
+                    after_seq,
+                    limit: VERIFY_PAGE,
+                    ..AuditFilter::default()
+                })
+                .await?;
+            let Some(last_in_page) = page.last() else {
+                break;
+            };
+            after_seq = Some(last_in_page.seq);
+            for entry in &page {
+                let expected_prev = match &previous {
+                    Some((prev_seq, prev_hash)) => {
+                        if entry.seq != prev_seq + 1 {
+                            return Err(ChainBreak::Gap {
+                                from: prev_seq + 1,
+                                to: entry.seq - 1,
+                            }
+                            .into());
+                        }
+                        prev_hash.clone()
+                    }
+                    None if entry.seq == 1 => GENESIS.to_vec(),
+                    None => match checkpoint_at(entry.seq - 1) {
+                        Some(anchor) => anchor.entry_hash.clone(),
+                        None => return Err(ChainBreak::MissingStart { seq: entry.seq }.into()),
+                    },
+                };
+                if entry.prev_hash != expected_prev {
+                    return Err(ChainBreak::Unlinked { seq: entry.seq }.into());
+                }
+                if entry_hash(entry).as_slice() != entry.entry_hash.as_slice() {
+                    return Err(ChainBreak::Modified { seq: entry.seq }.into());
+                }
+                if let Some(checkpoint) = checkpoint_at(entry.seq)
+                    && checkpoint.entry_hash != entry.entry_hash
+                {
+                    return Err(ChainBreak::CheckpointMismatch { seq: entry.seq }.into());
+                }
+                report.entries += 1;
+                report.first_seq.get_or_insert(entry.seq);
+                report.last_seq = Some(entry.seq);
+                previous = Some((entry.seq, entry.entry_hash.clone()));
+            }
+        }
+        let last = report.last_seq.unwrap_or(0);
+        if let Some(beyond) = checkpoints.iter().find(|c| c.seq > last) {
+            // With no entries at all, the newest checkpoint may be the head (all purged).
+            let all_purged =
+                report.entries == 0 && checkpoints.last().map(|c| c.seq) == Some(beyond.seq);
+            if !all_purged {
+                return Err(ChainBreak::TruncatedTail {
+                    last,
+                    seq: beyond.seq,
+                }
+                .into());
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn to_hash(bytes: &[u8]) -> Option<[u8; 32]> {
+    bytes.try_into().ok()
+}
+
+fn record(entry: AuditEntryRowV1) -> AuditRecord {
+    AuditRecord {
+        seq: entry.seq,
+        recorded_at: entry.recorded_at,
+        actor: entry.actor,
+        subject: entry.subject,
+        event_type: entry.event_type,
+        outcome: entry.outcome,
+        detail: entry.detail,
+        entry_hash: hex::encode(entry.entry_hash),
+    }
+}
