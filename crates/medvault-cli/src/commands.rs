@@ -1,0 +1,393 @@
+//! Command-line parsing and the commands themselves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use medvault_audit::{AuditTrail, CheckpointKey};
+use medvault_core::{CertificateFingerprint, Clock, SystemClock};
+use medvault_server::client_auth::AllowList;
+use medvault_server::config::{Config, LogFormat, RawConfig};
+use medvault_server::server::open_store;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use time::format_description::well_known::Rfc3339;
+
+/// medvault: patient-owned health data, HDDT device data recorder.
+#[derive(Debug, Parser)]
+#[command(name = "medvault", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (HTTPS patient listener + mTLS HDDT listener).
+    Serve(ServeArgs),
+    /// Operator tasks on the database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Settings shared by every command that opens the data directory or database.
+/// Each is also read from `MEDVAULT_<NAME>` and from the `--config` TOML file.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// TOML configuration file (keys as the flags, with underscores).
+    #[arg(long, env = "MEDVAULT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./medvault-data].
+    #[arg(long, env = "MEDVAULT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://FILE or postgres://... [default: SQLite in the data directory].
+    #[arg(long, env = "MEDVAULT_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// Development mode: generated certificates and derived base URLs.
+    #[arg(long, env = "MEDVAULT_DEV")]
+    dev: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Patient listener address [default: 127.0.0.1:8443].
+    #[arg(long, env = "MEDVAULT_LISTEN")]
+    listen: Option<String>,
+    /// HDDT (mTLS) listener address [default: 127.0.0.1:9443].
+    #[arg(long, env = "MEDVAULT_HDDT_LISTEN")]
+    hddt_listen: Option<String>,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "MEDVAULT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM, PKCS#8).
+    #[arg(long, env = "MEDVAULT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Public host name (in the certificate's SAN).
+    #[arg(long, env = "MEDVAULT_FQDN")]
+    fqdn: Option<String>,
+    /// Public base URL of the patient API.
+    #[arg(long, env = "MEDVAULT_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    /// OAuth issuer (RFC 8414).
+    #[arg(long, env = "MEDVAULT_OAUTH_ISSUER")]
+    oauth_issuer: Option<String>,
+    /// Public base URL of the FHIR API.
+    #[arg(long, env = "MEDVAULT_FHIR_BASE_URL")]
+    fhir_base_url: Option<String>,
+    /// Largest request body in bytes [default: 65536].
+    #[arg(long, env = "MEDVAULT_BODY_LIMIT_BYTES")]
+    body_limit_bytes: Option<u64>,
+    /// Request timeout in seconds [default: 30].
+    #[arg(long, env = "MEDVAULT_REQUEST_TIMEOUT_SECS")]
+    request_timeout_secs: Option<u64>,
+    /// TLS handshake timeout in seconds [default: 10].
+    #[arg(long, env = "MEDVAULT_HANDSHAKE_TIMEOUT_SECS")]
+    handshake_timeout_secs: Option<u64>,
+    /// Shutdown grace period in seconds [default: 30].
+    #[arg(long, env = "MEDVAULT_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
+    /// Audit retention in days, at least 30 [default: 30].
+    #[arg(long, env = "MEDVAULT_AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u64>,
+    /// Allow-list refresh interval in seconds [default: 5].
+    #[arg(long, env = "MEDVAULT_ALLOWLIST_REFRESH_SECS")]
+    allowlist_refresh_secs: Option<u64>,
+    /// Log format: text or json [default: text]. Level from MEDVAULT_LOG (e.g. info, debug).
+    #[arg(long, env = "MEDVAULT_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// The mTLS client-certificate allow-list.
+    ClientCert {
+        #[command(subcommand)]
+        command: ClientCertCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCertCommand {
+    /// Register a client certificate (PEM) for an owner, e.g. urn:diga:bfarm:00294.
+    Add {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The certificate file (PEM).
+        file: PathBuf,
+        /// Who the certificate authenticates.
+        #[arg(long)]
+        owner: String,
+    },
+    /// List registered certificates.
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Remove a certificate by its SHA-256 fingerprint (hex).
+    Remove {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The fingerprint.
+        fingerprint: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the whole audit chain; exit 1 if it is broken.
+    Verify {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Admin {
+            command: AdminCommand::ClientCert { command },
+        } => {
+            let common = match &command {
+                ClientCertCommand::Add { common, .. }
+                | ClientCertCommand::List { common }
+                | ClientCertCommand::Remove { common, .. } => common,
+            };
+            let Some(config) = load_storage_config(common) else {
+                return ExitCode::from(2);
+            };
+            run_async(client_cert(config, command))
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { common },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            run_async(audit_verify(config))
+        }
+    }
+}
+
+/// Merges flags/environment over the config file, validates, and reports a bad
+/// setting on one line.
+fn load_config(common: &CommonArgs, specific: RawConfig) -> Option<Config> {
+    load_config_for(common, specific, true)
+}
+
+/// Like [`load_config`] for commands that only open the data directory and the
+/// database: they need no certificate nor public URLs, so those are validated as
+/// in development mode (nothing is served).
+fn load_storage_config(common: &CommonArgs) -> Option<Config> {
+    load_config_for(common, RawConfig::default(), false)
+}
+
+fn load_config_for(common: &CommonArgs, specific: RawConfig, serving: bool) -> Option<Config> {
+    let from_flags = RawConfig {
+        data_dir: common.data_dir.clone(),
+        database: common.database.clone(),
+        dev: common.dev.then_some(true),
+        ..specific
+    };
+    let from_file = match &common.config {
+        Some(path) => match RawConfig::from_toml_file(path) {
+            Ok(raw) => raw,
+            Err(error) => {
+                eprintln!("medvault: invalid configuration: {error}");
+                return None;
+            }
+        },
+        None => RawConfig::default(),
+    };
+    let mut merged = from_flags.or(from_file);
+    if !serving {
+        merged.dev = Some(true);
+    }
+    match Config::from_raw(merged) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            eprintln!("medvault: invalid configuration: {error}");
+            None
+        }
+    }
+}
+
+fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("medvault: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("medvault: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let specific = RawConfig {
+        listen: args.listen,
+        hddt_listen: args.hddt_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        fqdn: args.fqdn,
+        public_base_url: args.public_base_url,
+        oauth_issuer: args.oauth_issuer,
+        fhir_base_url: args.fhir_base_url,
+        body_limit_bytes: args.body_limit_bytes,
+        request_timeout_secs: args.request_timeout_secs,
+        handshake_timeout_secs: args.handshake_timeout_secs,
+        shutdown_grace_secs: args.shutdown_grace_secs,
+        audit_retention_days: args.audit_retention_days,
+        allowlist_refresh_secs: args.allowlist_refresh_secs,
+        log_format: args.log_format,
+        ..RawConfig::default()
+    };
+    let Some(config) = load_config(&args.common, specific) else {
+        return ExitCode::from(2);
+    };
+    init_logging(config.log_format);
+    run_async(async move {
+        let running = medvault_server::start(config, Arc::new(SystemClock))
+            .await
+            .context("cannot start")?;
+        if let Some(ca) = &running.dev_ca {
+            let verb = if running.dev_ca_created {
+                "created"
+            } else {
+                "using"
+            };
+            println!(
+                "development mode: {verb} the development CA {}",
+                ca.display()
+            );
+            println!(
+                "  try: curl --cacert {} https://localhost:{}/health",
+                ca.display(),
+                running.patient_addr.port()
+            );
+        }
+        println!(
+            "medvault serving: patient https://{} , HDDT (mTLS) https://{}",
+            running.patient_addr, running.hddt_addr
+        );
+        wait_for_stop_signal().await;
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,rustls=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Result<()> {
+    let store = open_store(&config.database).await.context("database")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let allow_list = AllowList::new(store.clone(), clock);
+    let outcome = match command {
+        ClientCertCommand::Add { file, owner, .. } => {
+            let der = CertificateDer::from_pem_file(&file)
+                .with_context(|| format!("{}", file.display()))?;
+            let fingerprint = allow_list.register(&der, &owner).await?;
+            println!("registered {fingerprint} for {owner}");
+            Ok(())
+        }
+        ClientCertCommand::List { .. } => {
+            for row in store.client_certificates().await? {
+                let registered = row.registered_at.format(&Rfc3339).unwrap_or_default();
+                println!(
+                    "{}  {}  registered {registered}",
+                    hex_of(&row.fingerprint),
+                    row.owner
+                );
+            }
+            Ok(())
+        }
+        ClientCertCommand::Remove { fingerprint, .. } => {
+            let fingerprint: CertificateFingerprint = fingerprint.parse()?;
+            if allow_list.remove(&fingerprint).await? {
+                println!("removed {fingerprint}");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{fingerprint} is not registered"))
+            }
+        }
+    };
+    store.close().await;
+    outcome
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn audit_verify(config: Config) -> anyhow::Result<()> {
+    let key_path = config.data_dir.join("audit-checkpoint.key");
+    let pkcs8 = zeroize::Zeroizing::new(
+        std::fs::read(&key_path).with_context(|| format!("{}", key_path.display()))?,
+    );
+    let key = CheckpointKey::from_pkcs8(&pkcs8)?;
+    let store = open_store(&config.database).await.context("database")?;
+    let trail = AuditTrail::new(store.clone(), Arc::new(SystemClock), Arc::new(key));
+    let outcome = trail.verify().await;
+    store.close().await;
+    let report = outcome?;
+    println!(
+        "audit chain verifies: {} entries (seq {}..{}), {} checkpoints",
+        report.entries,
+        report.first_seq.unwrap_or(0),
+        report.last_seq.unwrap_or(0),
+        report.checkpoints
+    );
+    Ok(())
+}

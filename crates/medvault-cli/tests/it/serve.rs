@@ -1,0 +1,314 @@
+//! `medvault serve` from the outside.
+
+use std::time::Duration;
+
+use crate::process::{Server, https_client, run, stderr_lines};
+
+#[test]
+fn a_bad_setting_exits_2_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "serve",
+                "--dev",
+                "--data-dir",
+                data_dir,
+                "--listen",
+                "not-an-address",
+            ],
+            "listen:",
+        ),
+        (&["serve", "--data-dir", data_dir], "tls_cert:"),
+        (
+            &[
+                "serve",
+                "--dev",
+                "--data-dir",
+                data_dir,
+                "--database",
+                "mysql://x",
+            ],
+            "database:",
+        ),
+        (
+            &[
+                "serve",
+                "--dev",
+                "--data-dir",
+                data_dir,
+                "--oauth-issuer",
+                "http://plain",
+            ],
+            "oauth_issuer:",
+        ),
+    ];
+    for (args, setting) in cases {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(setting), "{lines:?}");
+    }
+    // The same through a TOML file and an environment variable.
+    let file = dir.path().join("medvault.toml");
+    std::fs::write(
+        &file,
+        "dev = true\nlisten = \"127.0.0.1:8443\"\nhddt_listen = \"127.0.0.1:8443\"\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_lines(&output)[0].contains("hddt_listen:"),
+        "{:?}",
+        stderr_lines(&output)
+    );
+    let output = crate::process::command(&["serve", "--dev", "--data-dir", data_dir])
+        .env("MEDVAULT_BODY_LIMIT_BYTES", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_lines(&output)[0].contains("body_limit_bytes:"));
+}
+
+#[test]
+fn an_unreachable_database_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(&[
+        "serve",
+        "--dev",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--hddt-listen",
+        "127.0.0.1:0",
+        "--database",
+        "postgres://medvault:hunter2@127.0.0.1:1/medvault",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("database"), "{lines:?}");
+    assert!(
+        !lines[0].contains("hunter2"),
+        "the password leaked: {lines:?}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(&[
+        "serve",
+        "--dev",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &port,
+        "--hddt-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(&format!("listen {port}")), "{lines:?}");
+    assert!(lines[0].to_lowercase().contains("in use"), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_health_over_https_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    assert!(dir.path().join("tls/dev-ca.pem").exists());
+    let client = https_client(dir.path());
+    let health = client
+        .get(format!(
+            "https://localhost:{}/health",
+            server.patient.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().contains_key("x-request-id"));
+    let ready = client
+        .get(format!("https://localhost:{}/ready", server.hddt.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    server.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // The second start reuses the development CA and the audit chain continues.
+    let server = Server::start(dir.path(), &[]);
+    server.signal("INT");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let verify = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // started, stopped, started, stopped
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("4 entries"),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_an_audit_burst_loses_no_acknowledged_entry() {
+    // Each request without a client certificate to a protected HDDT route is
+    // refused only after its audit entry ("mtls.access_denied") is stored, so a
+    // 401 response acknowledges one durable append.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = https_client(dir.path());
+    let url = format!(
+        "https://localhost:{}/client-certificate",
+        server.hddt.port()
+    );
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        let url = url.clone();
+        let acknowledged = acknowledged.clone();
+        workers.push(tokio::spawn(async move {
+            for _ in 0..400 {
+                match client.get(&url).send().await {
+                    Ok(response) if response.status() == 401 => {
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(response) => panic!("unexpected status {}", response.status()),
+                    Err(_) => break, // the server died
+                }
+            }
+        }));
+    }
+    // Kill once the burst is well under way.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < 150 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the burst did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.signal("KILL");
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let acknowledged = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+    let _ = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(10))).await;
+
+    // After a restart, the chain verifies and holds every acknowledged entry.
+    let server = Server::start(dir.path(), &[]);
+    server.signal("TERM");
+    let _ = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30))).await;
+    let verify = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&verify.stdout).to_string();
+    assert!(
+        verify.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // Entries: 1 start + the denied requests (>= acknowledged) + 1 start + 1 stop.
+    let entries: usize = stdout
+        .split("verifies: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        entries >= acknowledged + 3,
+        "{entries} entries, {acknowledged} acknowledged"
+    );
+}
+
+#[test]
+fn admin_client_cert_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let certificate = medvault_testkit::TestCertificate::diga("DiGA admin test");
+    let file = dir.path().join("diga.pem");
+    std::fs::write(&file, &certificate.cert_pem).unwrap();
+    let added = run(&[
+        "admin",
+        "client-cert",
+        "add",
+        "--data-dir",
+        data_dir,
+        file.to_str().unwrap(),
+        "--owner",
+        "urn:diga:bfarm:00294",
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&added.stdout).to_string();
+    let fingerprint = stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let listed = run(&["admin", "client-cert", "list", "--data-dir", data_dir]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&fingerprint));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("urn:diga:bfarm:00294"));
+    let again = run(&[
+        "admin",
+        "client-cert",
+        "add",
+        "--data-dir",
+        data_dir,
+        file.to_str().unwrap(),
+        "--owner",
+        "x",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    let removed = run(&[
+        "admin",
+        "client-cert",
+        "remove",
+        "--data-dir",
+        data_dir,
+        &fingerprint,
+    ]);
+    assert!(removed.status.success());
+    let removed_again = run(&[
+        "admin",
+        "client-cert",
+        "remove",
+        "--data-dir",
+        data_dir,
+        &fingerprint,
+    ]);
+    assert_eq!(removed_again.status.code(), Some(1));
+}

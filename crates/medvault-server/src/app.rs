@@ -1,0 +1,249 @@
+//! The routers of both listeners, their shared state and middleware.
+//!
+//! Every route gets: a request id (`x-request-id`, generated unless the client
+//! sent a well-formed one), a span logging method, path (never the query string,
+//! which may hold codes), status and latency, a body-size limit, a timeout, and
+//! hardening headers. On the HDDT listener every route needs a registered client
+//! certificate unless it is listed in [`hddt_router`]'s public part.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, Outcome};
+use medvault_core::Clock;
+use medvault_store::Store;
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::client_auth::{AllowList, AuthenticatedClient, ClientCertError};
+use crate::config::Config;
+use crate::listener::ConnectionInfo;
+use crate::problem::Problem;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The audit trail.
+    pub audit: Arc<AuditTrail>,
+    /// Registered client certificates.
+    pub allow_list: AllowList,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The patient listener's router.
+pub fn patient_router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found);
+    common_layers(router, &state.config).with_state(state)
+}
+
+/// The HDDT (mTLS) listener's router.
+pub fn hddt_router(state: AppState) -> Router {
+    // Routes that need no client certificate: liveness, readiness (and, with the
+    // pairing work, the RFC 8414 metadata and /fhir/metadata).
+    let public = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    // Everything else, including unknown paths, needs a registered certificate.
+    let protected = Router::new()
+        .route("/client-certificate", get(client_certificate))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_client_certificate,
+        ));
+    common_layers(public.merge(protected), &state.config).with_state(state)
+}
+
+fn common_layers(router: Router<AppState>, config: &Config) -> Router<AppState> {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        })
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
+    router.layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn(sanitize_request_id))
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+            .layer(trace)
+            .layer(SetResponseHeaderLayer::overriding(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            ))
+            .layer(middleware::from_fn(problem_for_bare_errors))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                config.request_timeout,
+            ))
+            .layer(RequestBodyLimitLayer::new(config.body_limit_bytes)),
+    )
+}
+
+/// Drops a client-sent request id that is not a short token, so log lines cannot
+/// be forged or flooded through it; a fresh one is generated instead.
+async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
+    let acceptable = request.headers().get(&REQUEST_ID).is_some_and(|value| {
+        let bytes = value.as_bytes();
+        (1..=64).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    });
+    if !acceptable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+/// Turns the bare status responses of the limit and timeout layers into problem+json.
+async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_bare = response.headers().get(header::CONTENT_TYPE).is_none();
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if is_bare => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response()
+        }
+        StatusCode::REQUEST_TIMEOUT if is_bare => {
+            Problem::new(StatusCode::REQUEST_TIMEOUT, "Request took too long").into_response()
+        }
+        _ => response,
+    }
+}
+
+/// The per-request mTLS check of the HDDT listener.
+async fn require_client_certificate(
+    State(state): State<AppState>,
+    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match state
+        .allow_list
+        .authenticate(connection.client_certificate.as_ref())
+    {
+        Ok(client) => {
+            request.extensions_mut().insert(client);
+            next.run(request).await
+        }
+        Err(error) => {
+            let fingerprint = connection
+                .client_certificate
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| c.fingerprint.to_hex());
+            tracing::info!(reason = %error, %fingerprint, "request refused: client certificate");
+            let detail = AuditDetail::new()
+                .with("reason", error.to_string())
+                .and_then(|d| {
+                    d.with(
+                        "path",
+                        request.uri().path().chars().take(200).collect::<String>(),
+                    )
+                });
+            if let Ok(detail) = detail {
+                let event = AuditEvent::new(
+                    format!("cert:{fingerprint}"),
+                    "-",
+                    "mtls.access_denied",
+                    Outcome::Denied,
+                )
+                .with_detail(detail);
+                if let Err(audit_error) = state.audit.append(event).await {
+                    tracing::error!(%audit_error, "could not audit a refused request");
+                }
+            }
+            let status = match error {
+                ClientCertError::Missing => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::FORBIDDEN,
+            };
+            Problem::new(status, "Client certificate refused")
+                .with_detail(error.to_string())
+                .into_response()
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+}
+
+/// Liveness: the process answers.
+async fn health() -> Json<HealthBody> {
+    Json(HealthBody { status: "ok" })
+}
+
+/// Readiness: the database answers within two seconds.
+async fn ready(State(state): State<AppState>) -> Response {
+    let ping = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    match ping {
+        Ok(Ok(())) => Json(HealthBody { status: "ready" }).into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness check failed");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable").into_response()
+        }
+        Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable")
+            .with_detail("the database did not answer in time")
+            .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct ClientCertificateBody {
+    fingerprint_sha256: String,
+    subject: String,
+    not_before: String,
+    not_after: String,
+    registered_for: String,
+}
+
+/// Shows a DiGA backend how the server sees its certificate (integration aid).
+async fn client_certificate(Extension(client): Extension<AuthenticatedClient>) -> Response {
+    let format = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    Json(ClientCertificateBody {
+        fingerprint_sha256: client.certificate.fingerprint.to_hex(),
+        subject: client.certificate.subject.clone(),
+        not_before: format(client.certificate.not_before),
+        not_after: format(client.certificate.not_after),
+        registered_for: client.owner,
+    })
+    .into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "Not found")
+}

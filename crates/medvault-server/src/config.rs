@@ -1,0 +1,576 @@
+//! Server configuration: raw settings in, a validated [`Config`] out.
+//!
+//! Settings come from a TOML file (`--config`), environment variables
+//! (`MEDVAULT_*`) and flags; the CLI merges them (flag > environment > file >
+//! default) into a [`RawConfig`], and [`Config::from_raw`] validates it once at
+//! start. A bad setting is a [`ConfigError`] that names the setting: the binary
+//! prints it on one line and exits with code 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Every setting, as read (all optional). Field names are the TOML keys; the
+/// environment variable is `MEDVAULT_` + the upper-case name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where medvault keeps its files (database, development certificates, keys).
+    pub data_dir: Option<PathBuf>,
+    /// Address of the patient listener (portal, account API, `/authorize`).
+    pub listen: Option<String>,
+    /// Address of the HDDT listener (mutual TLS).
+    pub hddt_listen: Option<String>,
+    /// Database URL: `sqlite://FILE` or `postgres://...`.
+    pub database: Option<String>,
+    /// Development mode: generated certificates, derived base URLs.
+    pub dev: Option<bool>,
+    /// PEM file with the server certificate chain (leaf first).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the server's PKCS#8 private key.
+    pub tls_key: Option<PathBuf>,
+    /// The public host name of the server (must be in the certificate's SAN).
+    pub fqdn: Option<String>,
+    /// Public base URL of the patient-facing API and portal.
+    pub public_base_url: Option<String>,
+    /// The OAuth `issuer` (RFC 8414), registered in the HIIS-VZ.
+    pub oauth_issuer: Option<String>,
+    /// Public base URL of the FHIR API, registered in the HIIS-VZ.
+    pub fhir_base_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: Option<u64>,
+    /// Longest a request may take, in seconds.
+    pub request_timeout_secs: Option<u64>,
+    /// Longest a TLS handshake may take, in seconds.
+    pub handshake_timeout_secs: Option<u64>,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: Option<u64>,
+    /// How long audit entries are kept, in days (never less than 30).
+    pub audit_retention_days: Option<u64>,
+    /// How often the client-certificate allow-list is re-read from the database, in seconds.
+    pub allowlist_refresh_secs: Option<u64>,
+    /// Log format: `text` or `json`.
+    pub log_format: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::new("config", format!("cannot read {}: {error}", path.display()))
+        })?;
+        toml::from_str(&text).map_err(|error| {
+            let message = error.message().replace('\n', " ");
+            ConfigError::new("config", format!("{}: {message}", path.display()))
+        })
+    }
+
+    /// Fills every unset field of `self` from `lower` (`self` wins).
+    pub fn or(self, lower: RawConfig) -> RawConfig {
+        RawConfig {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            hddt_listen: self.hddt_listen.or(lower.hddt_listen),
+            database: self.database.or(lower.database),
+            dev: self.dev.or(lower.dev),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            fqdn: self.fqdn.or(lower.fqdn),
+            public_base_url: self.public_base_url.or(lower.public_base_url),
+            oauth_issuer: self.oauth_issuer.or(lower.oauth_issuer),
+            fhir_base_url: self.fhir_base_url.or(lower.fhir_base_url),
+            body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
+            request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
+            handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
+            shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
+            audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
+            allowlist_refresh_secs: self.allowlist_refresh_secs.or(lower.allowlist_refresh_secs),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+}
+
+/// A setting that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct ConfigError {
+    /// The setting's name (TOML key).
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which database the server uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// The embedded file.
+    Sqlite(PathBuf),
+    /// A shared PostgreSQL (the URL may hold a password: never log it).
+    Postgres(String),
+}
+
+/// Where the server certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Operator-provided PEM files.
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// PKCS#8 private key.
+        key: PathBuf,
+    },
+    /// A development CA and server certificate generated in the data directory.
+    Development,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where medvault keeps its files.
+    pub data_dir: PathBuf,
+    /// Patient listener address.
+    pub listen: SocketAddr,
+    /// HDDT (mTLS) listener address.
+    pub hddt_listen: SocketAddr,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// Development mode.
+    pub dev: bool,
+    /// The server certificate.
+    pub tls: TlsSource,
+    /// The public host name.
+    pub fqdn: String,
+    /// Public base URL of the patient API.
+    pub public_base_url: Url,
+    /// The OAuth issuer.
+    pub oauth_issuer: Url,
+    /// Public base URL of the FHIR API.
+    pub fhir_base_url: Url,
+    /// Largest request body.
+    pub body_limit_bytes: usize,
+    /// Request timeout.
+    pub request_timeout: Duration,
+    /// TLS handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Audit retention, in days (at least 30).
+    pub audit_retention_days: u64,
+    /// Allow-list refresh interval.
+    pub allowlist_refresh: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// The largest body limit an operator may configure.
+const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+
+fn parse_addr(
+    setting: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    text.parse().map_err(|_| {
+        ConfigError::new(
+            setting,
+            format!("`{text}` is not an address like 127.0.0.1:8443"),
+        )
+    })
+}
+
+fn parse_base_url(setting: &'static str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text)
+        .map_err(|error| ConfigError::new(setting, format!("`{text}` is not a URL: {error}")))?;
+    if url.scheme() != "https" {
+        return Err(ConfigError::new(setting, "must be an https:// URL"));
+    }
+    if url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(ConfigError::new(
+            setting,
+            "must be https://host[:port][/path] without credentials, query or fragment",
+        ));
+    }
+    Ok(url)
+}
+
+fn seconds(
+    setting: &'static str,
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            setting,
+            format!(
+                "must be between {} and {} seconds",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+impl Config {
+    /// Validates raw settings. Relative paths are taken relative to the working directory.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let dev = raw.dev.unwrap_or(false);
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./medvault-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        let listen = parse_addr("listen", raw.listen, "127.0.0.1:8443")?;
+        let hddt_listen = parse_addr("hddt_listen", raw.hddt_listen, "127.0.0.1:9443")?;
+        if listen == hddt_listen && listen.port() != 0 {
+            return Err(ConfigError::new("hddt_listen", "must differ from listen"));
+        }
+        let database = match raw.database {
+            None => DatabaseConfig::Sqlite(data_dir.join("medvault.db")),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                DatabaseConfig::Postgres(url)
+            }
+            Some(url) if url.starts_with("sqlite://") => {
+                let path = url.trim_start_matches("sqlite://");
+                let path = path.split('?').next().unwrap_or_default();
+                if path.is_empty() {
+                    return Err(ConfigError::new("database", "sqlite:// needs a file path"));
+                }
+                DatabaseConfig::Sqlite(PathBuf::from(path))
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "database",
+                    "must start with sqlite:// or postgres://",
+                ));
+            }
+        };
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "tls_key",
+                    "is required when tls_cert is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "tls_cert",
+                    "is required when tls_key is set",
+                ));
+            }
+            (None, None) if dev => TlsSource::Development,
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "tls_cert",
+                    "is required outside development mode (use --dev for generated development certificates)",
+                ));
+            }
+        };
+        let fqdn = match raw.fqdn {
+            Some(fqdn) => fqdn,
+            None if dev => "localhost".to_owned(),
+            None => {
+                return Err(ConfigError::new(
+                    "fqdn",
+                    "is required outside development mode",
+                ));
+            }
+        };
+        if fqdn.is_empty()
+            || fqdn.len() > 253
+            || !fqdn
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(ConfigError::new(
+                "fqdn",
+                format!("`{fqdn}` is not a host name"),
+            ));
+        }
+        let base = |setting: &'static str,
+                    value: Option<String>,
+                    port: u16,
+                    path: &str|
+         -> Result<Url, ConfigError> {
+            match value {
+                Some(text) => parse_base_url(setting, &text),
+                None if dev => parse_base_url(setting, &format!("https://{fqdn}:{port}{path}")),
+                None => Err(ConfigError::new(
+                    setting,
+                    "is required outside development mode",
+                )),
+            }
+        };
+        let public_base_url = base("public_base_url", raw.public_base_url, listen.port(), "")?;
+        let oauth_issuer = base("oauth_issuer", raw.oauth_issuer, hddt_listen.port(), "")?;
+        let fhir_base_url = base(
+            "fhir_base_url",
+            raw.fhir_base_url,
+            hddt_listen.port(),
+            "/fhir",
+        )?;
+        let body_limit = raw.body_limit_bytes.unwrap_or(64 * 1024);
+        if !(1024..=MAX_BODY_LIMIT).contains(&body_limit) {
+            return Err(ConfigError::new(
+                "body_limit_bytes",
+                format!("must be between 1024 and {MAX_BODY_LIMIT}"),
+            ));
+        }
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "log_format",
+                    format!("`{other}` is neither text nor json"),
+                ));
+            }
+        };
+        Ok(Self {
+            data_dir,
+            listen,
+            hddt_listen,
+            database,
+            dev,
+            tls,
+            fqdn,
+            public_base_url,
+            oauth_issuer,
+            fhir_base_url,
+            body_limit_bytes: usize::try_from(body_limit).unwrap_or(usize::MAX),
+            request_timeout: seconds(
+                "request_timeout_secs",
+                raw.request_timeout_secs,
+                30,
+                1..=600,
+            )?,
+            handshake_timeout: seconds(
+                "handshake_timeout_secs",
+                raw.handshake_timeout_secs,
+                10,
+                1..=120,
+            )?,
+            shutdown_grace: seconds("shutdown_grace_secs", raw.shutdown_grace_secs, 30, 0..=600)?,
+            // Never below 30 days (HDDT): a smaller value is raised, not refused.
+            audit_retention_days: raw.audit_retention_days.unwrap_or(30).max(30),
+            allowlist_refresh: seconds(
+                "allowlist_refresh_secs",
+                raw.allowlist_refresh_secs,
+                5,
+                1..=3600,
+            )?,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> RawConfig {
+        RawConfig {
+            dev: Some(true),
+            ..RawConfig::default()
+        }
+    }
+
+    #[track_caller]
+    fn refused(raw: RawConfig, setting: &str) {
+        match Config::from_raw(raw) {
+            Err(error) => assert_eq!(error.setting, setting, "{error}"),
+            Ok(config) => panic!("accepted: {config:?}"),
+        }
+    }
+
+    #[test]
+    fn development_defaults_are_complete() {
+        let config = Config::from_raw(dev()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(config.hddt_listen.to_string(), "127.0.0.1:9443");
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite(PathBuf::from("./medvault-data/medvault.db"))
+        );
+        assert_eq!(config.tls, TlsSource::Development);
+        assert_eq!(config.oauth_issuer.as_str(), "https://localhost:9443/");
+        assert_eq!(config.fhir_base_url.as_str(), "https://localhost:9443/fhir");
+    }
+
+    #[test]
+    fn production_requires_certificate_fqdn_and_urls() {
+        refused(RawConfig::default(), "tls_cert");
+        let with_cert = RawConfig {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..RawConfig::default()
+        };
+        refused(with_cert.clone(), "fqdn");
+        let with_fqdn = RawConfig {
+            fqdn: Some("ddr.example.com".into()),
+            ..with_cert
+        };
+        refused(with_fqdn.clone(), "public_base_url");
+        let complete = RawConfig {
+            public_base_url: Some("https://ddr.example.com".into()),
+            oauth_issuer: Some("https://auth.ddr.example.com".into()),
+            fhir_base_url: Some("https://fhir.ddr.example.com/fhir".into()),
+            ..with_fqdn
+        };
+        let config = Config::from_raw(complete).unwrap();
+        assert!(!config.dev);
+        assert_eq!(config.oauth_issuer.host_str(), Some("auth.ddr.example.com"));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_setting() {
+        refused(
+            RawConfig {
+                listen: Some("nowhere".into()),
+                ..dev()
+            },
+            "listen",
+        );
+        refused(
+            RawConfig {
+                hddt_listen: Some("127.0.0.1:8443".into()),
+                ..dev()
+            },
+            "hddt_listen",
+        );
+        refused(
+            RawConfig {
+                database: Some("mysql://x".into()),
+                ..dev()
+            },
+            "database",
+        );
+        refused(
+            RawConfig {
+                tls_cert: Some("c.pem".into()),
+                ..dev()
+            },
+            "tls_key",
+        );
+        refused(
+            RawConfig {
+                oauth_issuer: Some("http://insecure".into()),
+                ..dev()
+            },
+            "oauth_issuer",
+        );
+        refused(
+            RawConfig {
+                fhir_base_url: Some("https://x/fhir?q=1".into()),
+                ..dev()
+            },
+            "fhir_base_url",
+        );
+        refused(
+            RawConfig {
+                body_limit_bytes: Some(10),
+                ..dev()
+            },
+            "body_limit_bytes",
+        );
+        refused(
+            RawConfig {
+                request_timeout_secs: Some(0),
+                ..dev()
+            },
+            "request_timeout_secs",
+        );
+        refused(
+            RawConfig {
+                log_format: Some("xml".into()),
+                ..dev()
+            },
+            "log_format",
+        );
+        refused(
+            RawConfig {
+                fqdn: Some("bad host".into()),
+                ..dev()
+            },
+            "fqdn",
+        );
+    }
+
+    #[test]
+    fn retention_is_never_below_thirty_days() {
+        let config = Config::from_raw(RawConfig {
+            audit_retention_days: Some(3),
+            ..dev()
+        })
+        .unwrap();
+        assert_eq!(config.audit_retention_days, 30);
+        let config = Config::from_raw(RawConfig {
+            audit_retention_days: Some(90),
+            ..dev()
+        })
+        .unwrap();
+        assert_eq!(config.audit_retention_days, 90);
+    }
+
+    #[test]
+    fn toml_unknown_keys_are_refused_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("medvault-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("medvault.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten_typo = 1\n").unwrap();
+        let error = RawConfig::from_toml_file(&path).unwrap_err();
+        assert_eq!(error.setting, "config");
+        assert!(error.reason.contains("listen_typo"), "{error}");
+        assert!(!error.to_string().contains('\n'));
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\ndev = true\n").unwrap();
+        let raw = RawConfig::from_toml_file(&path).unwrap();
+        assert_eq!(raw.listen.as_deref(), Some("127.0.0.1:1"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn higher_layers_win() {
+        let file = RawConfig {
+            listen: Some("127.0.0.1:1".into()),
+            fqdn: Some("file".into()),
+            ..RawConfig::default()
+        };
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:2".into()),
+            ..RawConfig::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(merged.fqdn.as_deref(), Some("file"));
+    }
+}

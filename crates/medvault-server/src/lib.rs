@@ -1,0 +1,20 @@
+//! The medvault server: the only crate that knows axum, HTTP and rustls server
+//! configuration.
+//!
+//! It owns the validated [`config::Config`], the TLS policy and certificates
+//! ([`tls`]), mutual-TLS client authentication against the live allow-list
+//! ([`client_auth`]), the TLS listener ([`listener`]), the routers and middleware
+//! of both listeners ([`app`]), the problem+json error mapping ([`problem`]), and
+//! start-up and shutdown ([`server`]). Handlers stay thin: extract, call a
+//! domain service, map the result.
+
+pub mod app;
+pub mod client_auth;
+pub mod config;
+pub mod listener;
+pub mod problem;
+pub mod server;
+pub mod tls;
+
+pub use config::{Config, ConfigError, RawConfig};
+pub use server::{RunningServer, StartError, start};

@@ -1,0 +1,389 @@
+//! Start-up, background duties and graceful shutdown of `medvault serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, CheckpointKey, Outcome, Retention};
+use medvault_core::Clock;
+use medvault_store::{Store, StoreError};
+use medvault_store_postgres::PostgresStore;
+use medvault_store_sqlite::SqliteStore;
+use rustls::ServerConfig;
+use rustls::server::danger::ClientCertVerifier;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::{AppState, hddt_router, patient_router};
+use crate::client_auth::{AllowList, AllowListVerifier};
+use crate::config::{Config, DatabaseConfig, TlsSource};
+use crate::listener::{ConnectionInfo, TlsListener};
+use crate::tls::{
+    ClockTimeProvider, ServerIdentity, TlsSetupError, check_production_certificate,
+    development_identity, load_identity, policy_provider, write_file,
+};
+
+/// Why the server could not start. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be created or used.
+    #[error("data_dir {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The database cannot be opened, reached or migrated.
+    #[error("database: {0}")]
+    Database(#[from] StoreError),
+    /// The server certificate is missing or refused.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsSetupError),
+    /// The audit checkpoint key cannot be read or made.
+    #[error("audit key {path}: {reason}")]
+    AuditKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A listener address cannot be bound.
+    #[error("{setting} {addr}: {reason}")]
+    Bind {
+        /// `listen` or `hddt_listen`.
+        setting: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong (e.g. address in use).
+        reason: String,
+    },
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where the patient listener is bound.
+    pub patient_addr: SocketAddr,
+    /// Where the HDDT listener is bound.
+    pub hddt_addr: SocketAddr,
+    /// The development CA certificate, when one is in use.
+    pub dev_ca: Option<PathBuf>,
+    /// Whether the development certificates were created by this start.
+    pub dev_ca_created: bool,
+    /// The state shared by all handlers.
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<std::io::Result<()>>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// Starts both listeners.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+    let config = Arc::new(config);
+    prepare_data_dir(&config.data_dir)?;
+    let store = open_store(&config.database).await?;
+
+    let (identity, dev_ca_created) = match &config.tls {
+        TlsSource::Development => development_identity(&config.data_dir, &config.fqdn)?,
+        TlsSource::Files { cert, key } => (load_identity(cert, key)?, false),
+    };
+    if !config.dev {
+        let leaf = identity
+            .chain
+            .first()
+            .ok_or_else(|| TlsSetupError::Refused("empty chain".into()))?;
+        check_production_certificate(leaf, &config.fqdn, clock.now())?;
+    }
+
+    let key = load_or_create_audit_key(&config.data_dir.join("audit-checkpoint.key"))?;
+    let audit = Arc::new(AuditTrail::new(store.clone(), clock.clone(), Arc::new(key)));
+    let allow_list = AllowList::new(store.clone(), clock.clone());
+    allow_list.reload().await?;
+
+    let patient_tcp = bind("listen", config.listen).await?;
+    let hddt_tcp = bind("hddt_listen", config.hddt_listen).await?;
+    let patient_addr = local_addr("listen", &patient_tcp)?;
+    let hddt_addr = local_addr("hddt_listen", &hddt_tcp)?;
+
+    let provider = Arc::new(policy_provider());
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(AllowListVerifier::new(
+        allow_list.clone(),
+        provider.signature_verification_algorithms,
+    ));
+    let patient_tls = server_tls_config(&provider, &clock, None, &identity)?;
+    let hddt_tls = server_tls_config(&provider, &clock, Some(verifier), &identity)?;
+
+    let state = AppState {
+        config: config.clone(),
+        store: store.clone(),
+        audit: audit.clone(),
+        allow_list: allow_list.clone(),
+        clock: clock.clone(),
+    };
+    let (shutdown, _) = watch::channel(false);
+    let listeners = vec![
+        serve(
+            patient_tcp,
+            patient_tls,
+            patient_router(state.clone()),
+            &config,
+            shutdown.subscribe(),
+        )?,
+        serve(
+            hddt_tcp,
+            hddt_tls,
+            hddt_router(state.clone()),
+            &config,
+            shutdown.subscribe(),
+        )?,
+    ];
+    let background = vec![
+        spawn_allow_list_refresh(allow_list, config.allowlist_refresh, shutdown.subscribe()),
+        spawn_audit_maintenance(
+            audit.clone(),
+            config.audit_retention_days,
+            shutdown.subscribe(),
+        ),
+    ];
+
+    let detail = AuditDetail::new()
+        .with("backend", store.backend().name())
+        .and_then(|d| d.with("version", env!("CARGO_PKG_VERSION")));
+    if let Ok(detail) = detail
+        && let Err(error) = audit
+            .append(
+                AuditEvent::new("system", "-", "server.started", Outcome::Success)
+                    .with_detail(detail),
+            )
+            .await
+    {
+        tracing::error!(%error, "could not audit the start");
+    }
+    tracing::info!(%patient_addr, %hddt_addr, backend = store.backend().name(), "medvault is serving");
+    Ok(RunningServer {
+        patient_addr,
+        hddt_addr,
+        dev_ca: identity.dev_ca,
+        dev_ca_created,
+        state,
+        shutdown,
+        listeners,
+        background,
+        grace: config.shutdown_grace,
+    })
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets in-flight requests finish (up to the
+    /// configured grace period), checkpoints the audit trail and closes the database.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = self.shutdown.send(true);
+        let wait_all = async {
+            for listener in self.listeners {
+                match listener.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(%error, "listener failed"),
+                    Err(error) => tracing::error!(%error, "listener task failed"),
+                }
+            }
+        };
+        if tokio::time::timeout(self.grace, wait_all).await.is_err() {
+            tracing::warn!("grace period over: dropping the remaining connections");
+        }
+        for task in self.background {
+            task.abort();
+        }
+        let audit = &self.state.audit;
+        if let Err(error) = audit
+            .append(AuditEvent::new(
+                "system",
+                "-",
+                "server.stopped",
+                Outcome::Success,
+            ))
+            .await
+        {
+            tracing::error!(%error, "could not audit the stop");
+        }
+        if let Err(error) = audit.checkpoint().await {
+            tracing::error!(%error, "could not checkpoint the audit trail");
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
+    let failed = |error: std::io::Error| StartError::DataDir {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    };
+    std::fs::create_dir_all(path).map_err(failed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Opens the configured database, migrating it.
+pub async fn open_store(database: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match database {
+        DatabaseConfig::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        DatabaseConfig::Postgres(url) => {
+            let connect = PostgresStore::connect(url);
+            match tokio::time::timeout(Duration::from_secs(15), connect).await {
+                Ok(store) => Arc::new(store?),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(
+                        "PostgreSQL did not answer within 15 s".into(),
+                    ));
+                }
+            }
+        }
+    })
+}
+
+fn load_or_create_audit_key(path: &Path) -> Result<CheckpointKey, StartError> {
+    let failed = |reason: String| StartError::AuditKey {
+        path: path.to_owned(),
+        reason,
+    };
+    if path.exists() {
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(path).map_err(|error| failed(error.to_string()))?,
+        );
+        return CheckpointKey::from_pkcs8(&bytes).map_err(|error| failed(error.to_string()));
+    }
+    let (key, pkcs8) = CheckpointKey::generate().map_err(|error| failed(error.to_string()))?;
+    write_file(path, &pkcs8, true).map_err(|error| failed(error.to_string()))?;
+    tracing::info!(path = %path.display(), key_id = key.key_id(), "created the audit checkpoint key");
+    Ok(key)
+}
+
+async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Bind {
+            setting,
+            addr,
+            reason: error.to_string(),
+        })
+}
+
+fn local_addr(setting: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|error| StartError::Bind {
+        setting,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        reason: error.to_string(),
+    })
+}
+
+fn server_tls_config(
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    clock: &Arc<dyn Clock>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    identity: &ServerIdentity,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let refused = |error: rustls::Error| TlsSetupError::Refused(error.to_string());
+    let builder = ServerConfig::builder_with_details(
+        provider.clone(),
+        Arc::new(ClockTimeProvider(clock.clone())),
+    )
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(refused)?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(refused)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // BSI TR-02102-2: TLS 1.2 only with the extended master secret (RFC 7627).
+    config.require_ems = true;
+    Ok(Arc::new(config))
+}
+
+fn serve(
+    tcp: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: axum::Router,
+    config: &Config,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<std::io::Result<()>>, StartError> {
+    let listener = TlsListener::new(tcp, TlsAcceptor::from(tls), config.handshake_timeout)
+        .map_err(|error| StartError::Bind {
+            setting: "listen",
+            addr: config.listen,
+            reason: error.to_string(),
+        })?;
+    let service = router.into_make_service_with_connect_info::<ConnectionInfo>();
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
+            .await
+    }))
+}
+
+fn spawn_allow_list_refresh(
+    allow_list: AllowList,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(error) = allow_list.reload().await {
+                        tracing::warn!(%error, "could not refresh the client-certificate allow-list");
+                    }
+                }
+                () = stopped(&mut shutdown) => break,
+            }
+        }
+    })
+}
+
+fn spawn_audit_maintenance(
+    audit: Arc<AuditTrail>,
+    retention_days: u64,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let retention = Retention::new(time::Duration::days(
+        i64::try_from(retention_days).unwrap_or(i64::MAX / 86_400),
+    ));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    match audit.purge_expired(retention).await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "purged expired audit entries"),
+                        Err(error) => tracing::warn!(%error, "audit retention purge failed"),
+                    }
+                    if let Err(error) = audit.checkpoint().await {
+                        tracing::warn!(%error, "audit checkpoint failed");
+                    }
+                }
+                () = stopped(&mut shutdown) => break,
+            }
+        }
+    })
+}
+
+/// Resolves once shutdown has been requested (or the sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

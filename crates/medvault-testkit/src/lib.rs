@@ -1,0 +1,278 @@
+//! The medvault test kit.
+//!
+//! [`TestServer`] starts a real medvault server in the test's process on
+//! 127.0.0.1:0 (both listeners), over a temporary SQLite file or a fresh
+//! PostgreSQL schema, with a [`ManualClock`] the test can move and the
+//! development CA it generated. [`TestCertificate`] makes client certificates
+//! (self-signed, expired, without clientAuth, ...) and [`TestServer::client`]
+//! gives a `reqwest` client that trusts the server and presents one.
+//!
+//! Every integration test uses this crate; none depends on a hand-started process.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failed set-up must fail the test loudly"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use medvault_core::{CertificateFingerprint, Clock, ManualClock, SystemClock};
+use medvault_server::{RawConfig, RunningServer};
+use medvault_store_postgres::test_schema::TestSchema;
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Which database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary SQLite file in the data directory.
+    Sqlite,
+    /// A fresh schema in `MEDVAULT_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// A medvault server running inside the test process.
+pub struct TestServer {
+    running: Option<RunningServer>,
+    /// The clock the server reads; move it to test expiry.
+    pub clock: Arc<ManualClock>,
+    /// The data directory (deleted when the server is dropped).
+    pub data_dir: tempfile::TempDir,
+    /// PEM of the development CA that signed the server certificate.
+    pub ca_pem: Vec<u8>,
+    _schema: Option<TestSchema>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("data_dir", &self.data_dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wall-clock time now, truncated to seconds (certificate precision).
+pub fn wall_clock_now() -> OffsetDateTime {
+    let now = SystemClock.now();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+impl TestServer {
+    /// A development-mode server on SQLite.
+    pub async fn start() -> Self {
+        Self::start_with(Backend::Sqlite, |_| {})
+            .await
+            .expect("SQLite is always available")
+    }
+
+    /// A development-mode server on `backend`, with `tweak` applied to its settings.
+    /// `None` (after saying so) when the backend is PostgreSQL and
+    /// `MEDVAULT_TEST_POSTGRES_URL` is unset.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> Option<Self> {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut schema = None;
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let Some(url) = TestSchema::url_from_env() else {
+                    eprintln!("SKIPPED on PostgreSQL: set MEDVAULT_TEST_POSTGRES_URL");
+                    return None;
+                };
+                let created = TestSchema::create(&url)
+                    .await
+                    .expect("PostgreSQL unreachable");
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let url = format!("{url}{separator}options=-csearch_path%3D{}", created.name());
+                schema = Some(created);
+                Some(url)
+            }
+        };
+        let mut raw = RawConfig {
+            data_dir: Some(data_dir.path().to_owned()),
+            listen: Some("127.0.0.1:0".into()),
+            hddt_listen: Some("127.0.0.1:0".into()),
+            database,
+            dev: Some(true),
+            shutdown_grace_secs: Some(5),
+            ..RawConfig::default()
+        };
+        tweak(&mut raw);
+        let config = medvault_server::Config::from_raw(raw).unwrap();
+        let clock = Arc::new(ManualClock::new(wall_clock_now()));
+        let running = medvault_server::start(config, clock.clone()).await.unwrap();
+        let ca_path = running.dev_ca.clone().expect("development mode makes a CA");
+        let ca_pem = std::fs::read(ca_path).unwrap();
+        Some(Self {
+            running: Some(running),
+            clock,
+            data_dir,
+            ca_pem,
+            _schema: schema,
+        })
+    }
+
+    fn running(&self) -> &RunningServer {
+        self.running.as_ref().expect("server is running until stop")
+    }
+
+    /// The patient listener's address.
+    pub fn patient_addr(&self) -> SocketAddr {
+        self.running().patient_addr
+    }
+
+    /// The HDDT listener's address.
+    pub fn hddt_addr(&self) -> SocketAddr {
+        self.running().hddt_addr
+    }
+
+    /// `https://localhost:<port>` + `path` on the patient listener.
+    pub fn patient_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.patient_addr().port())
+    }
+
+    /// `https://localhost:<port>` + `path` on the HDDT listener.
+    pub fn hddt_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.hddt_addr().port())
+    }
+
+    /// The server's shared state (store, audit trail, allow-list, config).
+    pub fn state(&self) -> &medvault_server::app::AppState {
+        &self.running().state
+    }
+
+    /// Registers `certificate` on the allow-list for `owner`.
+    pub async fn register(
+        &self,
+        certificate: &TestCertificate,
+        owner: &str,
+    ) -> CertificateFingerprint {
+        self.state()
+            .allow_list
+            .register(&certificate.der, owner)
+            .await
+            .unwrap()
+    }
+
+    /// An HTTPS client that trusts the development CA and presents `identity`.
+    pub fn client(&self, identity: Option<&TestCertificate>) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&self.ca_pem).unwrap()])
+            .timeout(std::time::Duration::from_secs(20));
+        if let Some(identity) = identity {
+            let pem = format!("{}{}", identity.cert_pem, identity.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    /// A rustls client configuration that trusts the development CA (for tests
+    /// below HTTP: cipher suites, session resumption).
+    pub fn rustls_client_config(
+        &self,
+        provider: rustls::crypto::CryptoProvider,
+        identity: Option<&TestCertificate>,
+    ) -> Result<rustls::ClientConfig, rustls::Error> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&self.ca_pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        Ok(match identity {
+            Some(identity) => builder.with_client_auth_cert(
+                vec![rustls_pki_types::CertificateDer::from(identity.der.clone())],
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+                    .unwrap(),
+            )?,
+            None => builder.with_no_client_auth(),
+        })
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// A client certificate and its private key.
+#[derive(Debug, Clone)]
+pub struct TestCertificate {
+    /// DER bytes.
+    pub der: Vec<u8>,
+    /// PEM of the certificate.
+    pub cert_pem: String,
+    /// PEM (PKCS#8) of the private key.
+    pub key_pem: String,
+}
+
+/// What a test certificate looks like.
+#[derive(Debug, Clone)]
+pub struct CertificateSpec {
+    /// Subject common name.
+    pub common_name: String,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// Whether to include key usage digitalSignature.
+    pub digital_signature: bool,
+    /// Whether to include extended key usage clientAuth.
+    pub client_auth: bool,
+}
+
+impl CertificateSpec {
+    /// A DiGA-style client certificate: valid from a day ago for 365 days,
+    /// digitalSignature + clientAuth.
+    pub fn diga(common_name: &str) -> Self {
+        let now = wall_clock_now();
+        Self {
+            common_name: common_name.to_owned(),
+            not_before: now - Duration::days(1),
+            not_after: now + Duration::days(364),
+            digital_signature: true,
+            client_auth: true,
+        }
+    }
+}
+
+impl TestCertificate {
+    /// A self-signed certificate as `spec` describes (ECDSA P-256).
+    pub fn self_signed(spec: &CertificateSpec) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, spec.common_name.as_str());
+        params.distinguished_name = name;
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        if spec.digital_signature {
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        } else {
+            params.key_usages = vec![KeyUsagePurpose::KeyAgreement];
+        }
+        if spec.client_auth {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        } else {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
+        let certificate = params.self_signed(&key).unwrap();
+        Self {
+            der: certificate.der().to_vec(),
+            cert_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A valid DiGA-style self-signed certificate named `common_name`.
+    pub fn diga(common_name: &str) -> Self {
+        Self::self_signed(&CertificateSpec::diga(common_name))
+    }
+}
