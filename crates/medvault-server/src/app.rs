@@ -130,15 +130,21 @@ async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Turns the bare status responses of the limit and timeout layers into problem+json.
+/// Turns the plain-text responses of the limit and timeout layers into problem+json.
 async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    let is_bare = response.headers().get(header::CONTENT_TYPE).is_none();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        return response;
+    }
     match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE if is_bare => {
+        StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response()
         }
-        StatusCode::REQUEST_TIMEOUT if is_bare => {
+        StatusCode::REQUEST_TIMEOUT => {
             Problem::new(StatusCode::REQUEST_TIMEOUT, "Request took too long").into_response()
         }
         _ => response,

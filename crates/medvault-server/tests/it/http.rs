@@ -1,0 +1,147 @@
+//! Routes, limits and error format common to both listeners.
+
+use medvault_testkit::{Backend, TestServer};
+
+#[tokio::test]
+async fn health_and_ready_answer_on_both_listeners() {
+    let server = TestServer::start().await;
+    let client = server.client(None);
+    for url in [server.patient_url("/health"), server.hddt_url("/health")] {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(
+            response.json::<serde_json::Value>().await.unwrap()["status"],
+            "ok"
+        );
+    }
+    for url in [server.patient_url("/ready"), server.hddt_url("/ready")] {
+        assert_eq!(
+            client.get(&url).send().await.unwrap().status(),
+            200,
+            "{url}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ready_fails_when_the_database_is_gone() {
+    let server = TestServer::start().await;
+    let client = server.client(None);
+    server.state().store.close().await;
+    let response = client
+        .get(server.patient_url("/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Liveness does not depend on the database.
+    assert_eq!(
+        client
+            .get(server.patient_url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_problem_json_404() {
+    let server = TestServer::start().await;
+    let response = server
+        .client(None)
+        .get(server.patient_url("/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_with_413() {
+    let server = TestServer::start_with(Backend::Sqlite, |raw| raw.body_limit_bytes = Some(2048))
+        .await
+        .unwrap();
+    let response = server
+        .client(None)
+        .post(server.patient_url("/health"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_or_kept_when_well_formed() {
+    let server = TestServer::start().await;
+    let client = server.client(None);
+    let generated = client
+        .get(server.patient_url("/health"))
+        .send()
+        .await
+        .unwrap();
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "{id}");
+    let kept = client
+        .get(server.patient_url("/health"))
+        .header("x-request-id", "diga-trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "diga-trace-42");
+    let replaced = client
+        .get(server.patient_url("/health"))
+        .header("x-request-id", "evil\tlog line")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(replaced.headers()["x-request-id"], "evil\tlog line");
+    assert_eq!(generated.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        generated
+            .headers()
+            .contains_key("strict-transport-security")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn runs_on_postgres_too() {
+    let Some(server) = TestServer::start_with(Backend::Postgres, |_| {}).await else {
+        return;
+    };
+    let client = server.client(None);
+    assert_eq!(
+        client
+            .get(server.patient_url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(server.state().store.backend().name(), "postgres");
+    server.stop().await;
+}

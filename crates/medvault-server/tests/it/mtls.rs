@@ -1,0 +1,334 @@
+//! Mutual TLS on the HDDT listener: the live allow-list, checked at the
+//! handshake and on every request.
+
+use std::sync::Arc;
+
+use medvault_audit::AuditQuery;
+use medvault_server::client_auth::{ClientCertError, RegisterError};
+use medvault_testkit::{CertificateSpec, TestCertificate, TestServer, wall_clock_now};
+use time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const OWNER: &str = "urn:diga:bfarm:00294";
+
+#[tokio::test]
+async fn public_routes_need_no_certificate_and_others_refuse_without_one() {
+    let server = TestServer::start().await;
+    let client = server.client(None);
+    assert_eq!(
+        client
+            .get(server.hddt_url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for path in ["/client-certificate", "/anything-else"] {
+        let response = client.get(server.hddt_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    // The refusals are in the audit trail as unauthorized access attempts.
+    let denied = server
+        .state()
+        .audit
+        .query(&AuditQuery {
+            event_type: Some("mtls.access_denied".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 2);
+    assert_eq!(denied[0].outcome, "denied");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_registered_self_signed_certificate_authenticates() {
+    let server = TestServer::start().await;
+    let certificate = TestCertificate::diga("DiGA Backend");
+    let fingerprint = server.register(&certificate, OWNER).await;
+    let response = server
+        .client(Some(&certificate))
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["fingerprint_sha256"], fingerprint.to_hex());
+    assert_eq!(body["registered_for"], OWNER);
+    assert!(body["subject"].as_str().unwrap().contains("DiGA Backend"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unregistered_certificate_gets_nothing() {
+    let server = TestServer::start().await;
+    server
+        .register(&TestCertificate::diga("registered"), OWNER)
+        .await;
+    let stranger = TestCertificate::diga("stranger");
+    // Refused in the handshake; the client-side error text varies with timing,
+    // so only the absence of a 200 is asserted.
+    let outcome = server
+        .client(Some(&stranger))
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await;
+    assert!(outcome.is_err() || outcome.unwrap().status() == 403);
+    // The patient listener does not ask for certificates at all.
+    assert_eq!(
+        server
+            .client(Some(&stranger))
+            .get(server.patient_url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn registration_refuses_unusable_certificates() {
+    let server = TestServer::start().await;
+    let now = wall_clock_now();
+    let cases = [
+        (
+            CertificateSpec {
+                client_auth: false,
+                ..CertificateSpec::diga("no clientAuth")
+            },
+            ClientCertError::WrongKeyUsage,
+        ),
+        (
+            CertificateSpec {
+                digital_signature: false,
+                ..CertificateSpec::diga("no digitalSignature")
+            },
+            ClientCertError::WrongKeyUsage,
+        ),
+        (
+            CertificateSpec {
+                not_before: now - Duration::days(400),
+                not_after: now - Duration::days(1),
+                ..CertificateSpec::diga("expired")
+            },
+            ClientCertError::NotValidNow,
+        ),
+        (
+            CertificateSpec {
+                not_before: now + Duration::days(1),
+                not_after: now + Duration::days(300),
+                ..CertificateSpec::diga("future")
+            },
+            ClientCertError::NotValidNow,
+        ),
+    ];
+    for (spec, expected) in cases {
+        let certificate = TestCertificate::self_signed(&spec);
+        match server
+            .state()
+            .allow_list
+            .register(&certificate.der, OWNER)
+            .await
+        {
+            Err(RegisterError::Certificate(error)) => {
+                assert_eq!(error, expected, "{}", spec.common_name)
+            }
+            other => panic!("{}: {other:?}", spec.common_name),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_certificate_stops_working_when_the_clock_passes_its_end() {
+    let server = TestServer::start().await;
+    let certificate = TestCertificate::diga("soon expired");
+    server.register(&certificate, OWNER).await;
+    let client = server.client(Some(&certificate));
+    assert_eq!(
+        client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.clock.advance(Duration::days(400));
+    // Same (kept-alive) connection: the per-request check refuses it.
+    assert_eq!(
+        client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // A new connection is refused at the handshake (or with 403).
+    let fresh = server
+        .client(Some(&certificate))
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await;
+    assert!(fresh.is_err() || fresh.unwrap().status() == 403);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn removal_takes_effect_on_open_connections_at_once() {
+    let server = TestServer::start().await;
+    let certificate = TestCertificate::diga("to be removed");
+    let fingerprint = server.register(&certificate, OWNER).await;
+    let client = server.client(Some(&certificate));
+    assert_eq!(
+        client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        server
+            .state()
+            .allow_list
+            .remove(&fingerprint)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // Registering again at run time works without a restart.
+    server.register(&certificate, OWNER).await;
+    assert_eq!(
+        client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn removal_by_another_node_arrives_with_the_refresh() {
+    let server =
+        medvault_testkit::TestServer::start_with(medvault_testkit::Backend::Sqlite, |raw| {
+            raw.allowlist_refresh_secs = Some(1);
+        })
+        .await
+        .unwrap();
+    let certificate = TestCertificate::diga("removed elsewhere");
+    let fingerprint = server.register(&certificate, OWNER).await;
+    let client = server.client(Some(&certificate));
+    assert_eq!(
+        client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Another node (or `medvault admin client-cert remove`) deletes the row directly.
+    server
+        .state()
+        .store
+        .remove_client_certificate(fingerprint.as_bytes())
+        .await
+        .unwrap();
+    let mut status = 200;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 403 {
+            break;
+        }
+    }
+    assert_eq!(status, 403);
+    server.stop().await;
+}
+
+/// Sends one HTTP/1.1 request on a TLS connection and returns the status code.
+async fn status_over(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    path: &str,
+) -> u16 {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_resumed_tls_session_is_checked_per_request() {
+    let server = TestServer::start().await;
+    let certificate = TestCertificate::diga("resumer");
+    let fingerprint = server.register(&certificate, OWNER).await;
+    let mut config = server
+        .rustls_client_config(
+            rustls::crypto::aws_lc_rs::default_provider(),
+            Some(&certificate),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+
+    let tcp = tokio::net::TcpStream::connect(server.hddt_addr())
+        .await
+        .unwrap();
+    let mut first = connector.connect(name.clone(), tcp).await.unwrap();
+    assert_eq!(status_over(&mut first, "/client-certificate").await, 200);
+    drop(first);
+
+    server
+        .state()
+        .allow_list
+        .remove(&fingerprint)
+        .await
+        .unwrap();
+    // The client resumes its session: the handshake skips the certificate
+    // verifier, so only the per-request check can refuse it.
+    let tcp = tokio::net::TcpStream::connect(server.hddt_addr())
+        .await
+        .unwrap();
+    let mut second = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(status_over(&mut second, "/client-certificate").await, 403);
+    server.stop().await;
+}
