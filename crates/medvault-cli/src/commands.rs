@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (HTTPS patient listener + mTLS HDDT listener).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Operator tasks on the database.
     Admin {
         #[command(subcommand)]
@@ -155,7 +155,7 @@ enum AuditCommand {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Admin {
             command: AdminCommand::ClientCert { command },
         } => {

@@ -26,12 +26,12 @@ on_both_backends!(
 );
 
 fn event(n: usize) -> AuditEvent {
-    let subject = if n % 2 == 0 {
+    let subject = if n.is_multiple_of(2) {
         "pairing-even"
     } else {
         "pairing-odd"
     };
-    let event_type = if n % 3 == 0 {
+    let event_type = if n.is_multiple_of(3) {
         "pairing.revoked"
     } else {
         "pairing.created"

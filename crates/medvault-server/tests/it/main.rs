@@ -1,5 +1,14 @@
 //! Integration tests of the server through real TLS connections, each against an
 //! in-process server from medvault-testkit.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "integration tests: a failed expectation must fail the test, and deadlines use the wall clock"
+)]
 
 mod http;
 mod mtls;

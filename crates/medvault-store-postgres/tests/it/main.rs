@@ -2,6 +2,15 @@
 //! what only PostgreSQL has. They run when `MEDVAULT_TEST_POSTGRES_URL` is set,
 //! each test in a schema of its own, and say that they were skipped otherwise.
 //! When the variable is set and the database cannot be reached, they fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "integration tests: a failed expectation must fail the test, and deadlines use the wall clock"
+)]
 
 use std::sync::Arc;
 

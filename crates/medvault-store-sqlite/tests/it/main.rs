@@ -1,5 +1,14 @@
 //! Integration tests of the SQLite backend: the shared conformance suite plus
 //! what only SQLite has (its file, its pragmas, its schema check).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "integration tests: a failed expectation must fail the test, and deadlines use the wall clock"
+)]
 
 use std::sync::Arc;
 
