@@ -80,7 +80,7 @@ impl TestServer {
             Backend::Sqlite => None,
             Backend::Postgres => {
                 let Some(url) = TestSchema::url_from_env() else {
-                    eprintln!("SKIPPED on PostgreSQL: set MEDVAULT_TEST_POSTGRES_URL");
+                    medvault_store::conformance::report_skipped("server on PostgreSQL");
                     return None;
                 };
                 let created = TestSchema::create(&url)

@@ -53,7 +53,7 @@ impl Harness {
             }
             Kind::Postgres => {
                 let Some(url) = TestSchema::url_from_env() else {
-                    eprintln!("SKIPPED on PostgreSQL: set MEDVAULT_TEST_POSTGRES_URL");
+                    medvault_store::conformance::report_skipped("audit trail on PostgreSQL");
                     return None;
                 };
                 let schema = TestSchema::create(&url)

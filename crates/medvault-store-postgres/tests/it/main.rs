@@ -37,7 +37,7 @@ mod conformance {
 #[tokio::test]
 async fn refuses_a_schema_newer_than_it_knows() {
     let Some(url) = TestSchema::url_from_env() else {
-        eprintln!("SKIPPED refuses_a_schema_newer_than_it_knows: set MEDVAULT_TEST_POSTGRES_URL");
+        medvault_store::conformance::report_skipped("refuses_a_schema_newer_than_it_knows");
         return;
     };
     let schema = TestSchema::create(&url).await.unwrap();
@@ -65,7 +65,7 @@ async fn refuses_a_schema_newer_than_it_knows() {
 #[tokio::test]
 async fn nodes_starting_together_migrate_once() {
     let Some(url) = TestSchema::url_from_env() else {
-        eprintln!("SKIPPED nodes_starting_together_migrate_once: set MEDVAULT_TEST_POSTGRES_URL");
+        medvault_store::conformance::report_skipped("nodes_starting_together_migrate_once");
         return;
     };
     let schema = TestSchema::create(&url).await.unwrap();
