@@ -259,3 +259,69 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), TlsS
         .map_err(|error| file_error(path, error))?;
     file.sync_all().map_err(|error| file_error(path, error))
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+    use time::macros::datetime;
+
+    use super::*;
+
+    const NOW: OffsetDateTime = datetime!(2027-06-01 00:00 UTC);
+
+    fn leaf_of(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_ca_signed_certificate_naming_the_fqdn_is_accepted() {
+        let (_, _, server_pem, _) = generate_development_pki("ddr.example.com").unwrap();
+        check_production_certificate(&leaf_of(&server_pem), "ddr.example.com", NOW).unwrap();
+        check_production_certificate(&leaf_of(&server_pem), "DDR.Example.com", NOW).unwrap();
+    }
+
+    #[test]
+    fn a_san_mismatch_is_refused() {
+        let (_, _, server_pem, _) = generate_development_pki("ddr.example.com").unwrap();
+        let error = check_production_certificate(&leaf_of(&server_pem), "other.example.com", NOW)
+            .unwrap_err();
+        assert!(error.to_string().contains("other.example.com"), "{error}");
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_refused() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["ddr.example.com".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let certificate = params.self_signed(&key).unwrap();
+        let error =
+            check_production_certificate(certificate.der(), "ddr.example.com", NOW).unwrap_err();
+        assert!(error.to_string().contains("self-signed"), "{error}");
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused() {
+        let (_, _, server_pem, _) = generate_development_pki("ddr.example.com").unwrap();
+        let later = datetime!(2036-01-01 00:00 UTC);
+        let error = check_production_certificate(&leaf_of(&server_pem), "ddr.example.com", later)
+            .unwrap_err();
+        assert!(error.to_string().contains("not valid now"), "{error}");
+    }
+
+    #[test]
+    fn a_wildcard_covers_one_label_only() {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["*.example.com".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let leaf = params.signed_by(&key, &ca).unwrap();
+        check_production_certificate(leaf.der(), "ddr.example.com", NOW).unwrap();
+        assert!(check_production_certificate(leaf.der(), "a.ddr.example.com", NOW).is_err());
+        assert!(check_production_certificate(leaf.der(), "example.com", NOW).is_err());
+    }
+}

@@ -248,23 +248,19 @@ impl TestCertificate {
     /// A self-signed certificate as `spec` describes (ECDSA P-256).
     pub fn self_signed(spec: &CertificateSpec) -> Self {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, spec.common_name.as_str());
-        params.distinguished_name = name;
-        params.not_before = spec.not_before;
-        params.not_after = spec.not_after;
-        if spec.digital_signature {
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        } else {
-            params.key_usages = vec![KeyUsagePurpose::KeyAgreement];
+        let certificate = leaf_params(spec).self_signed(&key).unwrap();
+        Self {
+            der: certificate.der().to_vec(),
+            cert_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
         }
-        if spec.client_auth {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        }
-        let certificate = params.self_signed(&key).unwrap();
+    }
+
+    /// A certificate as `spec` describes, issued by `ca`.
+    pub fn issued_by(spec: &CertificateSpec, ca: &TestCa) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let params = leaf_params(spec);
+        let certificate = params.signed_by(&key, &ca.issuer).unwrap();
         Self {
             der: certificate.der().to_vec(),
             cert_pem: certificate.pem(),
@@ -275,5 +271,57 @@ impl TestCertificate {
     /// A valid DiGA-style self-signed certificate named `common_name`.
     pub fn diga(common_name: &str) -> Self {
         Self::self_signed(&CertificateSpec::diga(common_name))
+    }
+}
+
+fn leaf_params(spec: &CertificateSpec) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, spec.common_name.as_str());
+    params.distinguished_name = name;
+    params.not_before = spec.not_before;
+    params.not_after = spec.not_after;
+    params.key_usages = if spec.digital_signature {
+        vec![KeyUsagePurpose::DigitalSignature]
+    } else {
+        vec![KeyUsagePurpose::KeyAgreement]
+    };
+    params.extended_key_usages = if spec.client_auth {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ServerAuth]
+    };
+    params
+}
+
+/// A test certificate authority that issues client certificates.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+impl TestCa {
+    /// A new CA named `common_name`.
+    pub fn new(common_name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, common_name);
+        params.distinguished_name = name;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Self {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
     }
 }

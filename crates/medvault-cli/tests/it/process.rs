@@ -41,6 +41,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_stderr(data_dir, extra, Stdio::inherit(), "warn")
+    }
+
+    /// Starts with the log (stderr) going to `stderr` at `level`.
+    pub fn start_with_stderr(data_dir: &Path, extra: &[&str], stderr: Stdio, level: &str) -> Self {
         let data_dir = data_dir.to_str().unwrap();
         let mut args = vec![
             "serve",
@@ -54,8 +59,9 @@ impl Server {
         ];
         args.extend_from_slice(extra);
         let mut child = command(&args)
+            .env("MEDVAULT_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();

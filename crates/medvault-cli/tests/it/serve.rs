@@ -312,3 +312,41 @@ fn admin_client_cert_round_trip() {
     ]);
     assert_eq!(removed_again.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_request_ids_but_no_query_strings_or_database_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server =
+        Server::start_with_stderr(dir.path(), &["--log-format", "json"], log.into(), "debug");
+    let client = https_client(dir.path());
+    let response = client
+        .get(format!(
+            "https://localhost:{}/health?code=SplxlOBeZQQYbYS6WxSbIA&token=s3cr3t",
+            server.patient.port()
+        ))
+        .header("x-request-id", "trace-me-123")
+        .header("authorization", "Bearer s3cr3t-bearer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("trace-me-123"),
+        "the request id is not in the log"
+    );
+    for secret in ["SplxlOBeZQQYbYS6WxSbIA", "s3cr3t", "s3cr3t-bearer"] {
+        assert!(!text.contains(secret), "{secret} leaked into the log");
+    }
+    // Every line is JSON.
+    for line in text.lines() {
+        assert!(line.starts_with('{'), "not JSON: {line}");
+    }
+}

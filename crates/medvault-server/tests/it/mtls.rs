@@ -332,3 +332,28 @@ async fn a_resumed_tls_session_is_checked_per_request() {
     assert_eq!(status_over(&mut second, "/client-certificate").await, 403);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn matching_is_by_exact_certificate_not_by_issuer_or_subject() {
+    let server = TestServer::start().await;
+    let ca = medvault_testkit::TestCa::new("DiGA maker CA");
+    let spec = CertificateSpec::diga("DiGA Backend");
+    let registered = TestCertificate::issued_by(&spec, &ca);
+    server.register(&registered, OWNER).await;
+    let ok = server
+        .client(Some(&registered))
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // Same CA, same subject, another key: not registered, so not accepted.
+    let sibling = TestCertificate::issued_by(&spec, &ca);
+    let outcome = server
+        .client(Some(&sibling))
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await;
+    assert!(outcome.is_err() || outcome.unwrap().status() == 403);
+    server.stop().await;
+}
