@@ -49,11 +49,12 @@ pub struct AppState {
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The patient listener's router.
-pub fn patient_router(state: AppState) -> Router {
+/// The patient listener's router, with `extra` routes merged in.
+pub fn patient_router(state: AppState, extra: Router<AppState>) -> Router {
     let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(extra)
         .fallback(not_found);
     common_layers(router, &state.config).with_state(state)
 }

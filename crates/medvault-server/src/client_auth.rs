@@ -127,6 +127,10 @@ pub struct AuthenticatedClient {
 #[derive(Debug, Clone)]
 pub struct AllowList {
     entries: Arc<RwLock<HashMap<CertificateFingerprint, String>>>,
+    // Serializes reloads with local changes: without it a reload that read the
+    // table just before a registration committed would overwrite the cache with
+    // the stale rows and drop the new certificate until the next reload.
+    writers: Arc<tokio::sync::Mutex<()>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 }
@@ -136,6 +140,7 @@ impl AllowList {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Self {
             entries: Arc::default(),
+            writers: Arc::default(),
             store,
             clock,
         }
@@ -143,6 +148,7 @@ impl AllowList {
 
     /// Re-reads every registered certificate from the store.
     pub async fn reload(&self) -> Result<usize, StoreError> {
+        let _writer = self.writers.lock().await;
         let rows = self.store.client_certificates().await?;
         let fresh: HashMap<_, _> = rows
             .into_iter()
@@ -167,6 +173,7 @@ impl AllowList {
     ) -> Result<CertificateFingerprint, RegisterError> {
         let certificate = ClientCertificate::parse(der)?;
         certificate.check_usable(self.clock.now())?;
+        let _writer = self.writers.lock().await;
         self.store
             .insert_client_certificate(&ClientCertificateRowV1 {
                 fingerprint: certificate.fingerprint.as_bytes().to_vec(),
@@ -185,6 +192,7 @@ impl AllowList {
     /// Removes a certificate (durably, then in this process at once): it stops
     /// working on the next request, also on open connections.
     pub async fn remove(&self, fingerprint: &CertificateFingerprint) -> Result<bool, StoreError> {
+        let _writer = self.writers.lock().await;
         let removed = self
             .store
             .remove_client_certificate(fingerprint.as_bytes())

@@ -17,4 +17,4 @@ pub mod server;
 pub mod tls;
 
 pub use config::{Config, ConfigError, RawConfig};
-pub use server::{RunningServer, StartError, start};
+pub use server::{RunningServer, StartError, start, start_with_routes};

@@ -1,18 +1,27 @@
-//! A TLS listener for `axum::serve`: TCP accept, TLS handshake in its own task
-//! under a timeout (one slow client never blocks the others), and the
-//! per-connection [`ConnectionInfo`] handed to handlers.
+//! The TLS listener and the connection loop.
+//!
+//! [`TlsListener`] accepts TCP connections and runs each TLS handshake in its own
+//! task under a timeout (one slow client never blocks the others).
+//! [`serve_connections`] hands finished connections to hyper with bounded header
+//! read time and HTTP/2 keep-alive, attaches the per-connection
+//! [`ConnectionInfo`] to every request, and on shutdown stops accepting and lets
+//! in-flight requests finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tower::ServiceExt as _;
 
 use crate::client_auth::ClientCertificate;
 
@@ -77,11 +86,9 @@ impl Drop for TlsListener {
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl TlsListener {
+    /// The next connection whose handshake finished.
+    async fn accept(&mut self) -> (TlsStream<TcpStream>, SocketAddr) {
         match self.ready.recv().await {
             Some(connection) => connection,
             // The accept loop only ends when this listener is dropped.
@@ -89,12 +96,14 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_addr)
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 }
 
-/// What handlers know about the connection a request came on.
+/// What handlers know about the connection a request came on (extract it with
+/// `ConnectInfo<ConnectionInfo>`).
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// The peer's address.
@@ -103,17 +112,74 @@ pub struct ConnectionInfo {
     pub client_certificate: Option<Arc<ClientCertificate>>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for ConnectionInfo {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        let (_, connection) = stream.io().get_ref();
+impl ConnectionInfo {
+    fn of(stream: &TlsStream<TcpStream>, remote_addr: SocketAddr) -> Self {
+        let (_, connection) = stream.get_ref();
         let client_certificate = connection
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| ClientCertificate::parse(leaf).ok())
             .map(Arc::new);
         Self {
-            remote_addr: *stream.remote_addr(),
+            remote_addr,
             client_certificate,
         }
     }
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Longest a client may take to send a request head (slow-loris bound).
+    pub header_read_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Serves `router` on every connection `listener` yields until `shutdown` turns
+/// true; then stops accepting and returns once every in-flight request finished.
+pub async fn serve_connections(
+    mut listener: TlsListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let info = ConnectionInfo::of(&stream, remote_addr);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(info.clone()));
+            router.clone().oneshot(request)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

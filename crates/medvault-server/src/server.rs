@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::{AppState, hddt_router, patient_router};
 use crate::client_auth::{AllowList, AllowListVerifier};
 use crate::config::{Config, DatabaseConfig, TlsSource};
-use crate::listener::{ConnectionInfo, TlsListener};
+use crate::listener::{HttpLimits, TlsListener, serve_connections};
 use crate::tls::{
     ClockTimeProvider, ServerIdentity, TlsSetupError, check_production_certificate,
     development_identity, load_identity, policy_provider, write_file,
@@ -77,13 +77,23 @@ pub struct RunningServer {
     /// The state shared by all handlers.
     pub state: AppState,
     shutdown: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<std::io::Result<()>>>,
+    listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
 /// Starts both listeners.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+    start_with_routes(config, clock, axum::Router::new()).await
+}
+
+/// Starts both listeners, with `extra_patient_routes` merged into the patient
+/// listener's router (under the same middleware, limits and timeouts).
+pub async fn start_with_routes(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    extra_patient_routes: axum::Router<AppState>,
+) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     prepare_data_dir(&config.data_dir)?;
     let store = open_store(&config.database).await?;
@@ -130,7 +140,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         serve(
             patient_tcp,
             patient_tls,
-            patient_router(state.clone()),
+            patient_router(state.clone(), extra_patient_routes),
             &config,
             shutdown.subscribe(),
         )?,
@@ -186,10 +196,8 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let wait_all = async {
             for listener in self.listeners {
-                match listener.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::error!(%error, "listener failed"),
-                    Err(error) => tracing::error!(%error, "listener task failed"),
+                if let Err(error) = listener.await {
+                    tracing::error!(%error, "listener task failed");
                 }
             }
         };
@@ -317,20 +325,21 @@ fn serve(
     tls: Arc<ServerConfig>,
     router: axum::Router,
     config: &Config,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<std::io::Result<()>>, StartError> {
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, StartError> {
     let listener = TlsListener::new(tcp, TlsAcceptor::from(tls), config.handshake_timeout)
         .map_err(|error| StartError::Bind {
             setting: "listen",
             addr: config.listen,
             reason: error.to_string(),
         })?;
-    let service = router.into_make_service_with_connect_info::<ConnectionInfo>();
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
-            .await
-    }))
+    let limits = HttpLimits {
+        header_read_timeout: config.handshake_timeout,
+        max_concurrent_streams: 100,
+    };
+    Ok(tokio::spawn(serve_connections(
+        listener, router, limits, shutdown,
+    )))
 }
 
 fn spawn_allow_list_refresh(

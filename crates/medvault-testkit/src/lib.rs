@@ -74,6 +74,16 @@ impl TestServer {
     /// `None` (after saying so) when the backend is PostgreSQL and
     /// `MEDVAULT_TEST_POSTGRES_URL` is unset.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> Option<Self> {
+        Self::start_with_routes(backend, tweak, axum::Router::new()).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with extra routes on the patient
+    /// listener (e.g. a deliberately slow handler to test timeouts and shutdown).
+    pub async fn start_with_routes(
+        backend: Backend,
+        tweak: impl FnOnce(&mut RawConfig),
+        extra_patient_routes: axum::Router<medvault_server::app::AppState>,
+    ) -> Option<Self> {
         let data_dir = tempfile::tempdir().unwrap();
         let mut schema = None;
         let database = match backend {
@@ -104,7 +114,10 @@ impl TestServer {
         tweak(&mut raw);
         let config = medvault_server::Config::from_raw(raw).unwrap();
         let clock = Arc::new(ManualClock::new(wall_clock_now()));
-        let running = medvault_server::start(config, clock.clone()).await.unwrap();
+        let running =
+            medvault_server::start_with_routes(config, clock.clone(), extra_patient_routes)
+                .await
+                .unwrap();
         let ca_path = running.dev_ca.clone().expect("development mode makes a CA");
         let ca_pem = std::fs::read(ca_path).unwrap();
         Some(Self {

@@ -145,3 +145,69 @@ async fn runs_on_postgres_too() {
     assert_eq!(server.state().store.backend().name(), "postgres");
     server.stop().await;
 }
+
+fn slow_routes(delay: std::time::Duration) -> axum::Router<medvault_server::app::AppState> {
+    axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || async move {
+            tokio::time::sleep(delay).await;
+            "done"
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_gets_408_problem_json() {
+    let server = TestServer::start_with_routes(
+        Backend::Sqlite,
+        |raw| raw.request_timeout_secs = Some(1),
+        slow_routes(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let response = server
+        .client(None)
+        .get(server.patient_url("/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_accepts_no_new_ones() {
+    let server = TestServer::start_with_routes(
+        Backend::Sqlite,
+        |_| {},
+        slow_routes(std::time::Duration::from_millis(1500)),
+    )
+    .await
+    .unwrap();
+    let client = server.client(None);
+    let url = server.patient_url("/slow");
+    let health = server.patient_url("/health");
+    let ca = reqwest::Certificate::from_pem(&server.ca_pem).unwrap();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(url).send().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A new connection is not accepted while shutting down.
+    let fresh_client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let fresh = fresh_client.get(health).send().await;
+    assert!(fresh.is_err(), "a new request was served during shutdown");
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "done");
+    stopping.await.unwrap();
+}
