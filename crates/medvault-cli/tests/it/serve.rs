@@ -350,3 +350,37 @@ async fn logs_carry_request_ids_but_no_query_strings_or_database_passwords() {
         assert!(line.starts_with('{'), "not JSON: {line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_on_a_schema_newer_than_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.signal("TERM");
+    let _ = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30))).await;
+    let database = dir.path().join("medvault.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO medvault_schema (version, description, applied_at_us) VALUES (4242, 'from a newer medvault', 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let output = run(&[
+        "serve",
+        "--dev",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--hddt-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("schema version 4242 is newer"),
+        "{lines:?}"
+    );
+}
