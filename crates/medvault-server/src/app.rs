@@ -173,14 +173,17 @@ async fn require_client_certificate(
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |c| c.fingerprint.to_hex());
             tracing::info!(reason = %error, %fingerprint, "request refused: client certificate");
+            let request_id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            let path: String = request.uri().path().chars().take(200).collect();
             let detail = AuditDetail::new()
                 .with("reason", error.to_string())
-                .and_then(|d| {
-                    d.with(
-                        "path",
-                        request.uri().path().chars().take(200).collect::<String>(),
-                    )
-                });
+                .and_then(|d| d.with("path", path))
+                .and_then(|d| d.with("request_id", request_id));
             if let Ok(detail) = detail {
                 let event = AuditEvent::new(
                     format!("cert:{fingerprint}"),

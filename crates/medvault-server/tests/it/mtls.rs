@@ -44,6 +44,10 @@ async fn public_routes_need_no_certificate_and_others_refuse_without_one() {
         .unwrap();
     assert_eq!(denied.len(), 2);
     assert_eq!(denied[0].outcome, "denied");
+    let detail: serde_json::Value = serde_json::from_str(&denied[0].detail).unwrap();
+    assert_eq!(detail["path"], "/client-certificate");
+    assert_eq!(detail["reason"], "a client certificate is required");
+    assert_eq!(detail["request_id"].as_str().unwrap().len(), 36);
     server.stop().await;
 }
 
