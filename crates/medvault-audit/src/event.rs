@@ -6,36 +6,44 @@ use time::OffsetDateTime;
 /// The largest serialized detail an entry may carry.
 pub const MAX_DETAIL_BYTES: usize = 2048;
 
-/// Detail keys that would name a secret or a personal datum. A detail with such a
-/// key (compared case-insensitively, `-` and `_` ignored) is refused: the trail is
-/// readable by patients and auditors and must never hold them.
-const FORBIDDEN_KEYS: &[&str] = &[
+/// Words that, anywhere in a detail key, mark it as naming a secret or a
+/// personal datum. Keys are split into words at `_`, `-`, `.` and lower-to-upper
+/// case changes (`refreshToken` -> `refresh`, `token`); a key with any of these
+/// words is refused: the trail is readable by patients and auditors and must never
+/// hold them.
+const FORBIDDEN_WORDS: &[&str] = &[
     "password",
     "passphrase",
+    "passwd",
     "secret",
     "token",
-    "accesstoken",
-    "refreshtoken",
-    "idtoken",
     "code",
-    "codeverifier",
+    "verifier",
     "pin",
     "superpin",
     "tan",
-    "privatekey",
     "otp",
+    "private",
+    "credential",
     "email",
+    "mail",
     "name",
     "firstname",
     "lastname",
+    "surname",
+    "birth",
     "birthdate",
-    "dateofbirth",
+    "birthday",
+    "dob",
     "kvnr",
-    "insurancenumber",
+    "insurance",
     "address",
     "phone",
-    "authorization",
+    "ip",
     "cookie",
+    "authorization",
+    "bearer",
+    "session",
 ];
 
 /// How an audited action ended.
@@ -113,12 +121,28 @@ impl AuditDetail {
 }
 
 fn check_key(key: &str) -> Result<(), DetailError> {
-    let normalized: String = key
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
-    if FORBIDDEN_KEYS.contains(&normalized.as_str()) {
+    let mut words: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in key.chars() {
+        let boundary = matches!(c, '_' | '-' | '.' | ' ') || (c.is_uppercase() && previous_lower);
+        if boundary && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        if c.is_alphanumeric() {
+            current.extend(c.to_lowercase());
+        }
+        previous_lower = c.is_lowercase();
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    let joined: String = words.concat();
+    let forbidden = words
+        .iter()
+        .any(|word| FORBIDDEN_WORDS.contains(&word.as_str()))
+        || FORBIDDEN_WORDS.contains(&joined.as_str());
+    if forbidden {
         return Err(DetailError::ForbiddenKey(key.to_owned()));
     }
     Ok(())
@@ -227,6 +251,12 @@ mod tests {
             .with("reason", "certificate not registered")
             .unwrap()
             .with("key_id", "ab12")
+            .unwrap()
+            .with("request_id", "r-1")
+            .unwrap()
+            .with("fingerprint", "ab")
+            .unwrap()
+            .with("path", "/fhir/Observation")
             .unwrap();
         assert!(detail.to_json().unwrap().contains("urn:diga:bfarm:00294"));
     }

@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Allow-list refresh interval in seconds [default: 5].
     #[arg(long, env = "MEDVAULT_ALLOWLIST_REFRESH_SECS")]
     allowlist_refresh_secs: Option<u64>,
+    /// Refused mTLS requests audited one by one per second; the rest are counted [default: 20].
+    #[arg(long, env = "MEDVAULT_AUDIT_DENIED_PER_SECOND")]
+    audit_denied_per_second: Option<u32>,
     /// Log format: text or json [default: text]. Level from MEDVAULT_LOG (e.g. info, debug).
     #[arg(long, env = "MEDVAULT_LOG_FORMAT")]
     log_format: Option<String>,
@@ -259,6 +262,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         shutdown_grace_secs: args.shutdown_grace_secs,
         audit_retention_days: args.audit_retention_days,
         allowlist_refresh_secs: args.allowlist_refresh_secs,
+        audit_denied_per_second: args.audit_denied_per_second,
         log_format: args.log_format,
         ..RawConfig::default()
     };

@@ -45,6 +45,63 @@ pub struct AppState {
     pub allow_list: AllowList,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Bounds how many refused requests reach the audit trail one by one.
+    pub denial_limiter: Arc<DenialLimiter>,
+}
+
+/// A token bucket over audit entries for refused requests.
+///
+/// HDDT wants unauthorized access attempts in the audit trail, but a client
+/// without a certificate must not be able to turn a request flood into a flood of
+/// durable, chained writes (disk, and the append lock every audited action
+/// shares). Up to `rate` refusals per second are audited one by one; the others
+/// are counted, and the next audited refusal carries the count
+/// (`suppressed_before`). Every refusal is in the operational log either way.
+#[derive(Debug)]
+pub struct DenialLimiter {
+    rate: f64,
+    state: std::sync::Mutex<DenialBucket>,
+}
+
+#[derive(Debug)]
+struct DenialBucket {
+    tokens: f64,
+    last: time::OffsetDateTime,
+    suppressed: u64,
+}
+
+impl DenialLimiter {
+    /// A bucket that refills at `rate` per second, starting full.
+    pub fn new(rate: u32, now: time::OffsetDateTime) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            state: std::sync::Mutex::new(DenialBucket {
+                tokens: rate,
+                last: now,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)` when this refusal is to be audited (`n` refusals were only
+    /// counted since the last audited one); `None` when it is only counted.
+    pub fn admit(&self, now: time::OffsetDateTime) -> Option<u64> {
+        let mut bucket = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let elapsed = (now - bucket.last).as_seconds_f64().max(0.0);
+        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.rate);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Some(std::mem::take(&mut bucket.suppressed))
+        } else {
+            bucket.suppressed += 1;
+            None
+        }
+    }
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -180,11 +237,15 @@ async fn require_client_certificate(
                 .unwrap_or("-")
                 .to_owned();
             let path: String = request.uri().path().chars().take(200).collect();
-            let detail = AuditDetail::new()
-                .with("reason", error.to_string())
-                .and_then(|d| d.with("path", path))
-                .and_then(|d| d.with("request_id", request_id));
-            if let Ok(detail) = detail {
+            let admitted = state.denial_limiter.admit(state.clock.now());
+            let detail = admitted.map(|suppressed_before| {
+                AuditDetail::new()
+                    .with("reason", error.to_string())
+                    .and_then(|d| d.with("path", path))
+                    .and_then(|d| d.with("request_id", request_id))
+                    .and_then(|d| d.with("suppressed_before", suppressed_before))
+            });
+            if let Some(Ok(detail)) = detail {
                 let event = AuditEvent::new(
                     format!("cert:{fingerprint}"),
                     "-",

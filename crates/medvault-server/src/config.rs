@@ -52,6 +52,9 @@ pub struct RawConfig {
     pub audit_retention_days: Option<u64>,
     /// How often the client-certificate allow-list is re-read from the database, in seconds.
     pub allowlist_refresh_secs: Option<u64>,
+    /// How many refused mTLS requests per second are written to the audit trail
+    /// one by one; the rest are counted into the next entry.
+    pub audit_denied_per_second: Option<u32>,
     /// Log format: `text` or `json`.
     pub log_format: Option<String>,
 }
@@ -88,6 +91,9 @@ impl RawConfig {
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
             audit_retention_days: self.audit_retention_days.or(lower.audit_retention_days),
             allowlist_refresh_secs: self.allowlist_refresh_secs.or(lower.allowlist_refresh_secs),
+            audit_denied_per_second: self
+                .audit_denied_per_second
+                .or(lower.audit_denied_per_second),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -179,6 +185,8 @@ pub struct Config {
     pub audit_retention_days: u64,
     /// Allow-list refresh interval.
     pub allowlist_refresh: Duration,
+    /// Refused mTLS requests audited one by one per second.
+    pub audit_denied_per_second: u32,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -237,6 +245,19 @@ fn seconds(
         ));
     }
     Ok(Duration::from_secs(value))
+}
+
+/// Never below 30 days (HDDT): a smaller value is raised, not refused. At most
+/// 100 years, so that date arithmetic cannot overflow.
+fn retention_days(value: Option<u64>) -> Result<u64, ConfigError> {
+    let days = value.unwrap_or(30);
+    if days > 36_500 {
+        return Err(ConfigError::new(
+            "audit_retention_days",
+            "must be at most 36500 (100 years)",
+        ));
+    }
+    Ok(days.max(30))
 }
 
 impl Config {
@@ -381,14 +402,22 @@ impl Config {
                 1..=120,
             )?,
             shutdown_grace: seconds("shutdown_grace_secs", raw.shutdown_grace_secs, 30, 0..=600)?,
-            // Never below 30 days (HDDT): a smaller value is raised, not refused.
-            audit_retention_days: raw.audit_retention_days.unwrap_or(30).max(30),
+            audit_retention_days: retention_days(raw.audit_retention_days)?,
             allowlist_refresh: seconds(
                 "allowlist_refresh_secs",
                 raw.allowlist_refresh_secs,
                 5,
                 1..=3600,
             )?,
+            audit_denied_per_second: match raw.audit_denied_per_second.unwrap_or(20) {
+                rate @ 1..=100_000 => rate,
+                _ => {
+                    return Err(ConfigError::new(
+                        "audit_denied_per_second",
+                        "must be between 1 and 100000",
+                    ));
+                }
+            },
             log_format,
         })
     }

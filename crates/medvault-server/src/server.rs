@@ -134,6 +134,10 @@ pub async fn start_with_routes(
         audit: audit.clone(),
         allow_list: allow_list.clone(),
         clock: clock.clone(),
+        denial_limiter: Arc::new(crate::app::DenialLimiter::new(
+            config.audit_denied_per_second,
+            clock.now(),
+        )),
     };
     let (shutdown, _) = watch::channel(false);
     let listeners = vec![

@@ -186,7 +186,8 @@ async fn sigkill_during_an_audit_burst_loses_no_acknowledged_entry() {
     // refused only after its audit entry ("mtls.access_denied") is stored, so a
     // 401 response acknowledges one durable append.
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    // Audit every refusal one by one (the default bounds them to 20/s).
+    let server = Server::start(dir.path(), &["--audit-denied-per-second", "100000"]);
     let client = https_client(dir.path());
     let url = format!(
         "https://localhost:{}/client-certificate",

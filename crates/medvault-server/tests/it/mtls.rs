@@ -401,3 +401,47 @@ async fn registrations_racing_reloads_are_never_lost() {
     reloader.await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_requests_is_counted_not_written_one_by_one() {
+    let server =
+        medvault_testkit::TestServer::start_with(medvault_testkit::Backend::Sqlite, |raw| {
+            raw.audit_denied_per_second = Some(3);
+        })
+        .await
+        .unwrap();
+    let client = server.client(None);
+    // The clock stands still: the bucket holds 3 tokens and does not refill.
+    for _ in 0..10 {
+        assert_eq!(
+            client
+                .get(server.hddt_url("/fhir/Observation"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    let query = AuditQuery {
+        event_type: Some("mtls.access_denied".into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(server.state().audit.query(&query).await.unwrap().len(), 3);
+    // A second later the next refusal is audited with the count of those only counted.
+    server.clock.advance(Duration::seconds(1));
+    assert_eq!(
+        client
+            .get(server.hddt_url("/fhir/Observation"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let denied = server.state().audit.query(&query).await.unwrap();
+    assert_eq!(denied.len(), 4);
+    let detail: serde_json::Value = serde_json::from_str(&denied[3].detail).unwrap();
+    assert_eq!(detail["suppressed_before"], 7);
+    server.stop().await;
+}
