@@ -1,7 +1,7 @@
 //! The canonical bytes and hashes of the chain.
 
 use aws_lc_rs::digest;
-use medvault_store::{AuditEntryRowV1, to_unix_micros};
+use medvault_store::{AuditCheckpointRowV1, AuditEntryRowV1, to_unix_micros};
 
 /// The `prev_hash` of the first entry ever written.
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
@@ -31,14 +31,27 @@ pub(crate) fn entry_hash(entry: &AuditEntryRowV1) -> [u8; 32] {
     sha256(&buffer)
 }
 
-/// The bytes a checkpoint signature covers.
-pub(crate) fn checkpoint_message(seq: i64, entry_hash: &[u8], created_at_us: i64) -> Vec<u8> {
-    let mut buffer = Vec::with_capacity(96);
+/// The bytes a checkpoint signature covers: everything in the row but the key id
+/// and the signature itself.
+pub(crate) fn checkpoint_message(checkpoint: &AuditCheckpointRowV1) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(160);
     buffer.extend_from_slice(CHECKPOINT_DOMAIN);
-    buffer.extend_from_slice(&seq.to_be_bytes());
-    push_field(&mut buffer, entry_hash);
-    buffer.extend_from_slice(&created_at_us.to_be_bytes());
+    buffer.extend_from_slice(&checkpoint.number.to_be_bytes());
+    push_field(&mut buffer, checkpoint.kind.as_bytes());
+    buffer.extend_from_slice(&checkpoint.seq.to_be_bytes());
+    push_field(&mut buffer, &checkpoint.entry_hash);
+    buffer.extend_from_slice(&to_unix_micros(checkpoint.created_at).to_be_bytes());
+    push_field(&mut buffer, &checkpoint.prev_hash);
     buffer
+}
+
+/// The hash the next checkpoint's `prev_hash` must carry: over the signed bytes
+/// and the signature.
+pub(crate) fn checkpoint_hash(checkpoint: &AuditCheckpointRowV1) -> [u8; 32] {
+    let mut buffer = checkpoint_message(checkpoint);
+    push_field(&mut buffer, checkpoint.key_id.as_bytes());
+    push_field(&mut buffer, &checkpoint.signature);
+    sha256(&buffer)
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -28,6 +28,6 @@ mod trail;
 pub use checkpoint::{CheckpointKey, CheckpointVerifier};
 pub use event::{AuditDetail, AuditEvent, AuditRecord, DetailError, MAX_DETAIL_BYTES, Outcome};
 pub use trail::{
-    AuditError, AuditQuery, AuditTrail, ChainBreak, MINIMUM_RETENTION, Retention,
+    AuditError, AuditQuery, AuditTrail, ChainBreak, CheckpointAnchor, MINIMUM_RETENTION, Retention,
     VerificationReport,
 };

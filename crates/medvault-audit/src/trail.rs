@@ -1,5 +1,6 @@
 //! The audit trail service: append, query, verify, checkpoint, purge.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use medvault_core::Clock;
@@ -9,9 +10,15 @@ use medvault_store::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::chain::{GENESIS, checkpoint_message, entry_hash};
+use crate::chain::{GENESIS, checkpoint_hash, checkpoint_message, entry_hash};
 use crate::checkpoint::{CheckpointKey, CheckpointVerifier};
 use crate::event::{AuditEvent, AuditRecord, DetailError};
+
+/// Checkpoint kind written by a retention purge.
+const KIND_RETENTION: &str = "retention";
+
+/// Checkpoint kind written on a schedule and at shutdown.
+const KIND_HEAD: &str = "head";
 
 /// The shortest retention the trail accepts: HDDT requires at least 30 days.
 pub const MINIMUM_RETENTION: Duration = Duration::days(30);
@@ -94,16 +101,30 @@ pub enum ChainBreak {
         seq: i64,
     },
     /// A checkpoint's signature does not verify with a trusted key.
-    #[error("checkpoint {seq} has no valid signature")]
+    #[error("checkpoint {number} has no valid signature")]
     BadCheckpointSignature {
-        /// The checkpoint's seq.
-        seq: i64,
+        /// The checkpoint's number.
+        number: i64,
     },
     /// A checkpoint disagrees with the entry it commits to.
     #[error("checkpoint {seq} does not match entry {seq}")]
     CheckpointMismatch {
         /// The checkpoint's seq.
         seq: i64,
+    },
+    /// The checkpoints do not form an unbroken chain: one was removed, inserted or changed.
+    #[error("checkpoint {number} does not link to checkpoint {previous}")]
+    CheckpointUnlinked {
+        /// The checkpoint that does not link.
+        number: i64,
+        /// The checkpoint it should follow.
+        previous: i64,
+    },
+    /// The checkpoint the operator recorded outside the database is not there (or differs).
+    #[error("checkpoint {number} recorded outside the database is missing or different")]
+    AnchorMismatch {
+        /// The recorded checkpoint.
+        number: i64,
     },
     /// A checkpoint commits to an entry beyond the last one present: the tail was removed.
     #[error("entries after {last} are missing: checkpoint {seq} covers them")]
@@ -126,6 +147,19 @@ pub struct VerificationReport {
     pub last_seq: Option<i64>,
     /// How many checkpoints were checked.
     pub checkpoints: u64,
+    /// The newest checkpoint: its number and hash (hex). Record it outside the
+    /// database and pass it to [`AuditTrail::verify_with_anchor`] later: that
+    /// detects removal of the newest checkpoints themselves.
+    pub newest_checkpoint: Option<(i64, String)>,
+}
+
+/// A checkpoint recorded outside the database: its number and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointAnchor {
+    /// The checkpoint's number.
+    pub number: i64,
+    /// Its hash.
+    pub hash: [u8; 32],
 }
 
 /// A failure of the audit trail.
@@ -246,41 +280,61 @@ impl AuditTrail {
             .collect())
     }
 
-    /// Signs a checkpoint of the current head (nothing to do on an empty trail).
+    /// Signs a `head` checkpoint of the newest entry (nothing to do on an empty
+    /// trail). Returns the checkpointed seq.
     ///
-    /// Made periodically, checkpoints reveal a removed tail: `verify` fails when a
-    /// checkpoint commits to an entry that is no longer there.
+    /// Made periodically, head checkpoints reveal a removed tail: `verify` fails
+    /// when a checkpoint commits to an entry that is no longer there.
     pub async fn checkpoint(&self) -> Result<Option<i64>, AuditError> {
         let Some(last) = self.store.last_audit_entry().await? else {
             return Ok(None);
         };
-        let checkpoint = self.sign_checkpoint(&last);
-        match self.store.insert_audit_checkpoint(&checkpoint).await {
-            Ok(()) | Err(StoreError::Conflict(_)) => Ok(Some(last.seq)),
-            Err(error) => Err(error.into()),
+        for _ in 0..APPEND_ATTEMPTS {
+            let checkpoint = self.next_checkpoint(KIND_HEAD, &last).await?;
+            match self.store.insert_audit_checkpoint(&checkpoint).await {
+                Ok(()) => return Ok(Some(last.seq)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(error) => return Err(error.into()),
+            }
         }
+        Err(AuditError::Contended)
     }
 
-    fn sign_checkpoint(&self, entry: &AuditEntryRowV1) -> AuditCheckpointRowV1 {
-        let created_at =
-            from_unix_micros(to_unix_micros(self.clock.now())).unwrap_or(entry.recorded_at);
-        let message = checkpoint_message(entry.seq, &entry.entry_hash, to_unix_micros(created_at));
-        AuditCheckpointRowV1 {
+    /// The next checkpoint in the checkpoint chain, signed, committing to `entry`.
+    async fn next_checkpoint(
+        &self,
+        kind: &str,
+        entry: &AuditEntryRowV1,
+    ) -> Result<AuditCheckpointRowV1, AuditError> {
+        let previous = self.store.audit_checkpoints().await?.pop();
+        let (number, prev_hash) = match &previous {
+            Some(previous) => (previous.number + 1, checkpoint_hash(previous)),
+            None => (1, GENESIS),
+        };
+        let mut checkpoint = AuditCheckpointRowV1 {
+            number,
+            kind: kind.to_owned(),
             seq: entry.seq,
             entry_hash: entry.entry_hash.clone(),
-            created_at,
+            created_at: from_unix_micros(to_unix_micros(self.clock.now()))?,
+            prev_hash: prev_hash.to_vec(),
             key_id: self.key.key_id().to_owned(),
-            signature: self.key.sign(&message),
-        }
+            signature: Vec::new(),
+        };
+        checkpoint.signature = self.key.sign(&checkpoint_message(&checkpoint));
+        Ok(checkpoint)
     }
 
     /// Removes entries older than `retention` (never less than 30 days), behind a
-    /// signed checkpoint of the last removed entry. Returns how many were removed.
+    /// signed `retention` checkpoint of the last removed entry. Returns how many
+    /// were removed.
     ///
     /// Only entries strictly before the first entry young enough to keep are
     /// removed, so clock skew between nodes can never cost a young entry.
     pub async fn purge_expired(&self, retention: Retention) -> Result<u64, AuditError> {
-        let cutoff = self.clock.now() - retention.period();
+        let Some(cutoff) = self.clock.now().checked_sub(retention.period()) else {
+            return Ok(0);
+        };
         let first_kept = self
             .store
             .audit_entries(&AuditFilter {
@@ -301,8 +355,15 @@ impl AuditTrail {
         if last_removed.recorded_at >= cutoff {
             return Ok(0);
         }
-        let checkpoint = self.sign_checkpoint(&last_removed);
-        Ok(self.store.purge_audit_entries_through(&checkpoint).await?)
+        for _ in 0..APPEND_ATTEMPTS {
+            let checkpoint = self.next_checkpoint(KIND_RETENTION, &last_removed).await?;
+            match self.store.purge_audit_entries_through(&checkpoint).await {
+                Ok(removed) => return Ok(removed),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(AuditError::Contended)
     }
 
     async fn entry_before(&self, seq: i64) -> Result<Option<AuditEntryRowV1>, AuditError> {
@@ -319,30 +380,62 @@ impl AuditTrail {
 
     /// Checks the whole chain: every hash, every link, every checkpoint.
     pub async fn verify(&self) -> Result<VerificationReport, AuditError> {
+        self.verify_with_anchor(None).await
+    }
+
+    /// Like [`verify`](Self::verify), and also requires the checkpoint `anchor`
+    /// (recorded outside the database earlier) to be present and unchanged.
+    pub async fn verify_with_anchor(
+        &self,
+        anchor: Option<CheckpointAnchor>,
+    ) -> Result<VerificationReport, AuditError> {
         let checkpoints = self.store.audit_checkpoints().await?;
+        let mut previous_hash = GENESIS;
+        let mut previous_number = 0;
         for checkpoint in &checkpoints {
-            let message = checkpoint_message(
-                checkpoint.seq,
-                &checkpoint.entry_hash,
-                to_unix_micros(checkpoint.created_at),
-            );
-            if !self
-                .verifier
-                .verify(&checkpoint.key_id, &message, &checkpoint.signature)
-            {
+            if !self.verifier.verify(
+                &checkpoint.key_id,
+                &checkpoint_message(checkpoint),
+                &checkpoint.signature,
+            ) {
                 return Err(ChainBreak::BadCheckpointSignature {
-                    seq: checkpoint.seq,
+                    number: checkpoint.number,
+                }
+                .into());
+            }
+            if checkpoint.number != previous_number + 1 || checkpoint.prev_hash != previous_hash {
+                return Err(ChainBreak::CheckpointUnlinked {
+                    number: checkpoint.number,
+                    previous: previous_number,
+                }
+                .into());
+            }
+            previous_hash = checkpoint_hash(checkpoint);
+            previous_number = checkpoint.number;
+        }
+        if let Some(anchor) = anchor {
+            let found = checkpoints.iter().find(|c| c.number == anchor.number);
+            if found.is_none_or(|c| checkpoint_hash(c) != anchor.hash) {
+                return Err(ChainBreak::AnchorMismatch {
+                    number: anchor.number,
                 }
                 .into());
             }
         }
-        let checkpoint_at = |seq: i64| checkpoints.iter().find(|c| c.seq == seq);
+        // Every checkpoint of each entry seq, for lookups while walking the chain.
+        let mut by_seq: BTreeMap<i64, Vec<&AuditCheckpointRowV1>> = BTreeMap::new();
+        for checkpoint in &checkpoints {
+            by_seq.entry(checkpoint.seq).or_default().push(checkpoint);
+        }
 
         let mut report = VerificationReport {
             entries: 0,
             first_seq: None,
             last_seq: None,
             checkpoints: u64::try_from(checkpoints.len()).unwrap_or(u64::MAX),
+            newest_checkpoint: checkpoints
+                .last()
+                .map(|c| (c.number, hex::encode(checkpoint_hash(c)))),
         };
         let mut previous: Option<(i64, Vec<u8>)> = None;
         let mut after_seq = None;
@@ -372,7 +465,11 @@ impl AuditTrail {
                         prev_hash.clone()
                     }
                     None if entry.seq == 1 => GENESIS.to_vec(),
-                    None => match checkpoint_at(entry.seq - 1) {
+                    // Only a retention purge may remove the start of the chain.
+                    None => match by_seq
+                        .get(&(entry.seq - 1))
+                        .and_then(|found| found.iter().find(|c| c.kind == KIND_RETENTION))
+                    {
                         Some(anchor) => anchor.entry_hash.clone(),
                         None => return Err(ChainBreak::MissingStart { seq: entry.seq }.into()),
                     },
@@ -383,8 +480,8 @@ impl AuditTrail {
                 if entry_hash(entry).as_slice() != entry.entry_hash.as_slice() {
                     return Err(ChainBreak::Modified { seq: entry.seq }.into());
                 }
-                if let Some(checkpoint) = checkpoint_at(entry.seq)
-                    && checkpoint.entry_hash != entry.entry_hash
+                if let Some(found) = by_seq.get(&entry.seq)
+                    && found.iter().any(|c| c.entry_hash != entry.entry_hash)
                 {
                     return Err(ChainBreak::CheckpointMismatch { seq: entry.seq }.into());
                 }
@@ -394,18 +491,17 @@ impl AuditTrail {
                 previous = Some((entry.seq, entry.entry_hash.clone()));
             }
         }
-        let last = report.last_seq.unwrap_or(0);
-        if let Some(beyond) = checkpoints.iter().find(|c| c.seq > last) {
-            // With no entries at all, the newest checkpoint may be the head (all purged).
-            let all_purged =
-                report.entries == 0 && checkpoints.last().map(|c| c.seq) == Some(beyond.seq);
-            if !all_purged {
-                return Err(ChainBreak::TruncatedTail {
-                    last,
-                    seq: beyond.seq,
-                }
-                .into());
-            }
+        // With no entries left, the chain ends at the newest retention checkpoint.
+        let last = report.last_seq.unwrap_or_else(|| {
+            checkpoints
+                .iter()
+                .filter(|c| c.kind == KIND_RETENTION)
+                .map(|c| c.seq)
+                .max()
+                .unwrap_or(0)
+        });
+        if let Some((&beyond, _)) = by_seq.range(last + 1..).next() {
+            return Err(ChainBreak::TruncatedTail { last, seq: beyond }.into());
         }
         Ok(report)
     }

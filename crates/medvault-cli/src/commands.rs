@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use medvault_audit::{AuditTrail, CheckpointKey};
+use medvault_audit::{AuditTrail, CheckpointAnchor, CheckpointKey};
 use medvault_core::{CertificateFingerprint, Clock, SystemClock};
 use medvault_server::client_auth::AllowList;
 use medvault_server::config::{Config, LogFormat, RawConfig};
@@ -148,10 +148,15 @@ enum ClientCertCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify the whole audit chain; exit 1 if it is broken.
+    /// Verify the whole audit chain; exit 1 if it is broken. Prints the newest
+    /// checkpoint as NUMBER:HASH: record it outside the database and pass it back
+    /// with --anchor to detect removal of the newest checkpoints themselves.
     Verify {
         #[command(flatten)]
         common: CommonArgs,
+        /// A checkpoint recorded earlier, as NUMBER:HASH (hex).
+        #[arg(long)]
+        anchor: Option<String>,
     },
 }
 
@@ -173,12 +178,19 @@ pub fn run(cli: Cli) -> ExitCode {
             run_async(client_cert(config, command))
         }
         Command::Audit {
-            command: AuditCommand::Verify { common },
+            command: AuditCommand::Verify { common, anchor },
         } => {
             let Some(config) = load_storage_config(&common) else {
                 return ExitCode::from(2);
             };
-            run_async(audit_verify(config))
+            let anchor = match anchor.as_deref().map(parse_anchor).transpose() {
+                Ok(anchor) => anchor,
+                Err(error) => {
+                    eprintln!("medvault: --anchor: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            run_async(audit_verify(config, anchor))
         }
     }
 }
@@ -351,7 +363,7 @@ async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Resu
                 let registered = row.registered_at.format(&Rfc3339).unwrap_or_default();
                 println!(
                     "{}  {}  registered {registered}",
-                    hex_of(&row.fingerprint),
+                    hex::encode(&row.fingerprint),
                     row.owner
                 );
             }
@@ -371,11 +383,18 @@ async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Resu
     outcome
 }
 
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn parse_anchor(text: &str) -> Result<CheckpointAnchor, String> {
+    let (number, hash_hex) = text.split_once(':').ok_or("expected NUMBER:HASH")?;
+    let number = number
+        .parse()
+        .map_err(|_| "the checkpoint number is not an integer")?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hash_hex, &mut hash)
+        .map_err(|_| "the hash is not 64 hexadecimal characters")?;
+    Ok(CheckpointAnchor { number, hash })
 }
 
-async fn audit_verify(config: Config) -> anyhow::Result<()> {
+async fn audit_verify(config: Config, anchor: Option<CheckpointAnchor>) -> anyhow::Result<()> {
     let key_path = config.data_dir.join("audit-checkpoint.key");
     let pkcs8 = zeroize::Zeroizing::new(
         std::fs::read(&key_path).with_context(|| format!("{}", key_path.display()))?,
@@ -383,7 +402,7 @@ async fn audit_verify(config: Config) -> anyhow::Result<()> {
     let key = CheckpointKey::from_pkcs8(&pkcs8)?;
     let store = open_store(&config.database).await.context("database")?;
     let trail = AuditTrail::new(store.clone(), Arc::new(SystemClock), Arc::new(key));
-    let outcome = trail.verify().await;
+    let outcome = trail.verify_with_anchor(anchor).await;
     store.close().await;
     let report = outcome?;
     println!(
@@ -393,5 +412,8 @@ async fn audit_verify(config: Config) -> anyhow::Result<()> {
         report.last_seq.unwrap_or(0),
         report.checkpoints
     );
+    if let Some((number, hash)) = report.newest_checkpoint {
+        println!("newest checkpoint (record it outside the database): {number}:{hash}");
+    }
     Ok(())
 }

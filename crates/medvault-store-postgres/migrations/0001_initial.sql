@@ -16,13 +16,17 @@ CREATE INDEX audit_entries_event_type ON audit_entries (event_type, seq);
 CREATE INDEX audit_entries_recorded_at ON audit_entries (recorded_at_us);
 
 CREATE TABLE audit_checkpoints (
-    seq           BIGINT PRIMARY KEY,
+    number        BIGINT PRIMARY KEY,
     format        SMALLINT NOT NULL DEFAULT 1,
-    entry_hash    BYTEA    NOT NULL,
-    created_at_us BIGINT   NOT NULL,
-    key_id        TEXT     NOT NULL,
-    signature     BYTEA    NOT NULL
+    kind          TEXT    NOT NULL CHECK (kind IN ('head', 'retention')),
+    seq           BIGINT NOT NULL,
+    entry_hash    BYTEA NOT NULL,
+    created_at_us BIGINT NOT NULL,
+    prev_hash     BYTEA NOT NULL,
+    key_id        TEXT    NOT NULL,
+    signature     BYTEA NOT NULL
 );
+CREATE INDEX audit_checkpoints_seq ON audit_checkpoints (seq);
 
 CREATE TABLE client_certificates (
     fingerprint      BYTEA    PRIMARY KEY,

@@ -182,9 +182,12 @@ fn audit_entry(row: &PgRow) -> Result<AuditEntryRowV1, StoreError> {
 
 fn audit_checkpoint(row: &PgRow) -> Result<AuditCheckpointRowV1, StoreError> {
     Ok(AuditCheckpointRowV1 {
+        number: row.try_get("number").map_err(map_error)?,
+        kind: row.try_get("kind").map_err(map_error)?,
         seq: row.try_get("seq").map_err(map_error)?,
         entry_hash: row.try_get("entry_hash").map_err(map_error)?,
         created_at: from_unix_micros(row.try_get("created_at_us").map_err(map_error)?)?,
+        prev_hash: row.try_get("prev_hash").map_err(map_error)?,
         key_id: row.try_get("key_id").map_err(map_error)?,
         signature: row.try_get("signature").map_err(map_error)?,
     })
@@ -285,7 +288,7 @@ impl AuditStore for PostgresStore {
 
     async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpointRowV1>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, entry_hash, created_at_us, key_id, signature FROM audit_checkpoints ORDER BY seq ASC",
+            "SELECT number, kind, seq, entry_hash, created_at_us, prev_hash, key_id, signature FROM audit_checkpoints ORDER BY number ASC",
         )
         .fetch_all(&self.pool)
         .await
@@ -298,31 +301,9 @@ impl AuditStore for PostgresStore {
         checkpoint: &AuditCheckpointRowV1,
     ) -> Result<u64, StoreError> {
         let mut transaction = self.pool.begin().await.map_err(map_error)?;
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, format, entry_hash, created_at_us, key_id, signature)
-             VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
-        )
-        .bind(checkpoint.seq)
-        .bind(&checkpoint.entry_hash)
-        .bind(to_unix_micros(checkpoint.created_at))
-        .bind(&checkpoint.key_id)
-        .bind(&checkpoint.signature)
-        .execute(&mut *transaction)
-        .await
-        .map_err(map_error)?;
-        // An earlier checkpoint for the same entry serves as well; one that
-        // commits to a different hash means the chain and the purge disagree.
-        let stored_hash: Vec<u8> =
-            sqlx::query("SELECT entry_hash FROM audit_checkpoints WHERE seq = $1")
-                .bind(checkpoint.seq)
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(map_error)?
-                .try_get(0)
-                .map_err(map_error)?;
-        if stored_hash != checkpoint.entry_hash {
+        if let Err(error) = insert_checkpoint(&mut *transaction, checkpoint).await {
             transaction.rollback().await.map_err(map_error)?;
-            return Err(StoreError::Conflict("audit checkpoint"));
+            return Err(error);
         }
         let deleted = sqlx::query("DELETE FROM audit_entries WHERE seq <= $1")
             .bind(checkpoint.seq)
@@ -343,12 +324,15 @@ where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
     sqlx::query(
-        "INSERT INTO audit_checkpoints (seq, format, entry_hash, created_at_us, key_id, signature)
-         VALUES ($1, 1, $2, $3, $4, $5)",
+        "INSERT INTO audit_checkpoints (number, format, kind, seq, entry_hash, created_at_us, prev_hash, key_id, signature)
+         VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8)",
     )
+    .bind(checkpoint.number)
+    .bind(&checkpoint.kind)
     .bind(checkpoint.seq)
     .bind(&checkpoint.entry_hash)
     .bind(to_unix_micros(checkpoint.created_at))
+    .bind(&checkpoint.prev_hash)
     .bind(&checkpoint.key_id)
     .bind(&checkpoint.signature)
     .execute(executor)

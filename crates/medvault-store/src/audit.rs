@@ -35,16 +35,25 @@ pub struct AuditEntryRowV1 {
 
 /// A signed statement that the chain had a given hash at a given position.
 ///
-/// Written before a retention purge (so the remaining chain can be verified from
-/// it) and on demand (so that a removed tail is detected).
+/// Checkpoints form a chain of their own: checkpoint `number` n commits to the
+/// hash of checkpoint n - 1, so one removed from the middle is detected. Kind
+/// `retention` is written by a retention purge (the remaining chain may start
+/// right after it); kind `head` is written on a schedule and at shutdown (a
+/// removed tail of entries is detected back to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditCheckpointRowV1 {
+    /// Position in the checkpoint chain, starting at 1, without gaps.
+    pub number: i64,
+    /// `head` or `retention`.
+    pub kind: String,
     /// The `seq` of the entry the checkpoint commits to.
     pub seq: i64,
     /// That entry's `entry_hash`.
     pub entry_hash: Vec<u8>,
     /// When the checkpoint was made.
     pub created_at: OffsetDateTime,
+    /// The hash of checkpoint `number - 1` (32 zero bytes for the first).
+    pub prev_hash: Vec<u8>,
     /// Identifies the signing key (hex of a digest of its public key).
     pub key_id: String,
     /// The signature over the checkpoint's canonical bytes.
@@ -82,22 +91,20 @@ pub trait AuditStore: Send + Sync {
     async fn audit_entries(&self, filter: &AuditFilter)
     -> Result<Vec<AuditEntryRowV1>, StoreError>;
 
-    /// Stores a checkpoint. Returns [`StoreError::Conflict`] when one exists for
-    /// the same `seq`.
+    /// Stores a checkpoint. Returns [`StoreError::Conflict`] when its `number` is
+    /// taken (another node checkpointed first: re-read and retry).
     async fn insert_audit_checkpoint(
         &self,
         checkpoint: &AuditCheckpointRowV1,
     ) -> Result<(), StoreError>;
 
-    /// All checkpoints, ascending by `seq`.
+    /// All checkpoints, ascending by `number`.
     async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpointRowV1>, StoreError>;
 
     /// In one transaction: stores `checkpoint` (which must commit to entry
     /// `checkpoint.seq`) and deletes every entry with `seq <= checkpoint.seq`.
-    /// Returns how many entries were deleted. Either both happen or neither.
-    ///
-    /// A checkpoint stored earlier for the same `seq` and `entry_hash` is kept and
-    /// serves; one with another `entry_hash` fails the purge with
+    /// Returns how many entries were deleted. Either both happen or neither: when
+    /// the checkpoint's `number` is taken the purge fails with
     /// [`StoreError::Conflict`] and deletes nothing.
     async fn purge_audit_entries_through(
         &self,

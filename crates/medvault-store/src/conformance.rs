@@ -45,7 +45,7 @@ macro_rules! store_conformance_tests {
             duplicate_audit_seq_is_a_conflict,
             concurrent_appends_of_one_seq_have_one_winner,
             audit_filters_combine,
-            audit_checkpoints_are_unique_per_seq,
+            audit_checkpoints_are_unique_per_number,
             purge_deletes_through_checkpoint_atomically,
             client_certificates_register_and_remove,
         );
@@ -219,34 +219,39 @@ pub async fn audit_filters_combine(store: &dyn Store) {
     );
 }
 
-fn sample_checkpoint(seq: i64) -> AuditCheckpointRowV1 {
+fn sample_checkpoint(number: i64, seq: i64) -> AuditCheckpointRowV1 {
     AuditCheckpointRowV1 {
+        number,
+        kind: if number % 2 == 0 { "head" } else { "retention" }.to_owned(),
         seq,
         entry_hash: sample_entry(seq).entry_hash,
         created_at: T0 + Duration::days(40),
+        prev_hash: vec![u8::try_from(number % 251).unwrap(); 32],
         key_id: "0123456789abcdef".to_owned(),
         signature: vec![7; 64],
     }
 }
 
-/// Checkpoints are kept in `seq` order and one `seq` has at most one.
-pub async fn audit_checkpoints_are_unique_per_seq(store: &dyn Store) {
+/// Checkpoints are kept in `number` order, one per number; several may name one entry.
+pub async fn audit_checkpoints_are_unique_per_number(store: &dyn Store) {
     store
-        .insert_audit_checkpoint(&sample_checkpoint(5))
+        .insert_audit_checkpoint(&sample_checkpoint(2, 5))
         .await
         .unwrap();
     store
-        .insert_audit_checkpoint(&sample_checkpoint(2))
+        .insert_audit_checkpoint(&sample_checkpoint(1, 5))
         .await
         .unwrap();
-    let outcome = store.insert_audit_checkpoint(&sample_checkpoint(5)).await;
+    let outcome = store
+        .insert_audit_checkpoint(&sample_checkpoint(2, 9))
+        .await;
     assert!(
         matches!(outcome, Err(StoreError::Conflict(_))),
         "{outcome:?}"
     );
     assert_eq!(
         store.audit_checkpoints().await.unwrap(),
-        vec![sample_checkpoint(2), sample_checkpoint(5)]
+        vec![sample_checkpoint(1, 5), sample_checkpoint(2, 5)]
     );
 }
 
@@ -254,7 +259,7 @@ pub async fn audit_checkpoints_are_unique_per_seq(store: &dyn Store) {
 pub async fn purge_deletes_through_checkpoint_atomically(store: &dyn Store) {
     insert_range(store, 1..=6).await;
     let deleted = store
-        .purge_audit_entries_through(&sample_checkpoint(3))
+        .purge_audit_entries_through(&sample_checkpoint(1, 3))
         .await
         .unwrap();
     assert_eq!(deleted, 3);
@@ -264,21 +269,13 @@ pub async fn purge_deletes_through_checkpoint_atomically(store: &dyn Store) {
     );
     assert_eq!(
         store.audit_checkpoints().await.unwrap(),
-        vec![sample_checkpoint(3)]
+        vec![sample_checkpoint(1, 3)]
     );
 
-    // Purging through 3 again with an equivalent checkpoint is a no-op.
-    let mut again = sample_checkpoint(3);
-    again.signature = vec![8; 64];
-    assert_eq!(store.purge_audit_entries_through(&again).await.unwrap(), 0);
-
-    // A checkpoint for seq 5 exists already with another hash: the purge must
+    // A purge whose checkpoint number is taken (another node purged first) must
     // fail whole and delete nothing.
-    let mut earlier = sample_checkpoint(5);
-    earlier.entry_hash = vec![0xee; 32];
-    store.insert_audit_checkpoint(&earlier).await.unwrap();
     let outcome = store
-        .purge_audit_entries_through(&sample_checkpoint(5))
+        .purge_audit_entries_through(&sample_checkpoint(1, 5))
         .await;
     assert!(
         matches!(outcome, Err(StoreError::Conflict(_))),
@@ -290,7 +287,7 @@ pub async fn purge_deletes_through_checkpoint_atomically(store: &dyn Store) {
     );
     assert_eq!(
         store.audit_checkpoints().await.unwrap(),
-        vec![sample_checkpoint(3), earlier]
+        vec![sample_checkpoint(1, 3)]
     );
 }
 

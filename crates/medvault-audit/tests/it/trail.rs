@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use medvault_audit::{
-    AuditDetail, AuditError, AuditEvent, AuditQuery, AuditTrail, ChainBreak, CheckpointKey,
-    Outcome, Retention,
+    AuditDetail, AuditError, AuditEvent, AuditQuery, AuditTrail, ChainBreak, CheckpointAnchor,
+    CheckpointKey, Outcome, Retention,
 };
 use time::Duration;
 
@@ -23,6 +23,10 @@ on_both_backends!(
     purge_keeps_thirty_days_whatever_the_config_says,
     purge_leaves_a_chain_that_verifies_and_keeps_growing,
     two_nodes_appending_at_once_keep_one_chain,
+    a_head_checkpoint_does_not_excuse_a_removed_start,
+    a_removed_checkpoint_is_detected,
+    removing_the_newest_checkpoint_is_caught_by_an_anchor,
+    a_fully_purged_trail_with_many_checkpoints_verifies,
 );
 
 fn event(n: usize) -> AuditEvent {
@@ -191,7 +195,7 @@ async fn a_forged_checkpoint_is_detected(harness: &Harness) {
     forger.checkpoint().await.unwrap();
     assert_eq!(
         broken(trail.verify().await),
-        ChainBreak::BadCheckpointSignature { seq: 3 }
+        ChainBreak::BadCheckpointSignature { number: 1 }
     );
 }
 
@@ -279,4 +283,84 @@ async fn two_nodes_appending_at_once_keep_one_chain(harness: &Harness) {
         (report.entries, report.first_seq, report.last_seq),
         (50, Some(1), Some(50))
     );
+}
+
+async fn a_head_checkpoint_does_not_excuse_a_removed_start(harness: &Harness) {
+    // Regression: verify accepted any checkpoint as the start of the chain, so
+    // deleting entries up to an hourly head checkpoint went unnoticed.
+    let trail = harness.trail();
+    append_minutes_apart(harness, &trail, 3).await;
+    trail.checkpoint().await.unwrap();
+    append_minutes_apart(harness, &trail, 2).await;
+    trail.verify().await.unwrap();
+    harness
+        .raw("DELETE FROM audit_entries WHERE seq <= 3")
+        .await;
+    assert_eq!(
+        broken(trail.verify().await),
+        ChainBreak::MissingStart { seq: 4 }
+    );
+}
+
+async fn a_removed_checkpoint_is_detected(harness: &Harness) {
+    let trail = harness.trail();
+    for _ in 0..3 {
+        append_minutes_apart(harness, &trail, 2).await;
+        trail.checkpoint().await.unwrap();
+    }
+    assert_eq!(trail.verify().await.unwrap().checkpoints, 3);
+    harness
+        .raw("DELETE FROM audit_checkpoints WHERE number = 2")
+        .await;
+    assert_eq!(
+        broken(trail.verify().await),
+        ChainBreak::CheckpointUnlinked {
+            number: 3,
+            previous: 1
+        }
+    );
+}
+
+async fn removing_the_newest_checkpoint_is_caught_by_an_anchor(harness: &Harness) {
+    let trail = harness.trail();
+    append_minutes_apart(harness, &trail, 2).await;
+    trail.checkpoint().await.unwrap();
+    append_minutes_apart(harness, &trail, 2).await;
+    trail.checkpoint().await.unwrap();
+    let report = trail.verify().await.unwrap();
+    let (number, hash_hex) = report.newest_checkpoint.clone().unwrap();
+    assert_eq!(number, 2);
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&hash_hex, &mut hash).unwrap();
+    let anchor = CheckpointAnchor { number, hash };
+    trail.verify_with_anchor(Some(anchor)).await.unwrap();
+    // Remove the newest checkpoint and the entries it covered: the database
+    // alone cannot tell, the anchor recorded outside it can.
+    harness
+        .raw("DELETE FROM audit_checkpoints WHERE number = 2")
+        .await;
+    harness
+        .raw("DELETE FROM audit_entries WHERE seq >= 3")
+        .await;
+    trail.verify().await.unwrap();
+    assert_eq!(
+        broken(trail.verify_with_anchor(Some(anchor)).await),
+        ChainBreak::AnchorMismatch { number: 2 }
+    );
+}
+
+async fn a_fully_purged_trail_with_many_checkpoints_verifies(harness: &Harness) {
+    // Regression: with every entry purged and several checkpoints, verify
+    // reported a truncated tail that was not there.
+    let trail = harness.trail();
+    for _ in 0..3 {
+        append_minutes_apart(harness, &trail, 2).await;
+        trail.checkpoint().await.unwrap();
+    }
+    harness.clock.advance(Duration::days(31));
+    assert_eq!(trail.purge_expired(Retention::default()).await.unwrap(), 6);
+    let report = trail.verify().await.unwrap();
+    assert_eq!((report.entries, report.checkpoints), (0, 4));
+    trail.append(event(7)).await.unwrap();
+    assert_eq!(trail.verify().await.unwrap().first_seq, Some(7));
 }

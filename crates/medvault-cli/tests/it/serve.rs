@@ -172,6 +172,36 @@ async fn serves_health_over_https_and_stops_on_sigterm() {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    // The newest checkpoint printed can be passed back as an anchor.
+    let stdout = String::from_utf8_lossy(&verify.stdout).to_string();
+    let anchor = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("newest checkpoint (record it outside the database): "))
+        .expect("verify prints the newest checkpoint")
+        .to_owned();
+    let anchored = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--anchor",
+        &anchor,
+    ]);
+    assert!(
+        anchored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&anchored.stderr)
+    );
+    let wrong = format!("{}:{}", anchor.split(':').next().unwrap(), "0".repeat(64));
+    let refused = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--anchor",
+        &wrong,
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
     // started, stopped, started, stopped
     assert!(
         String::from_utf8_lossy(&verify.stdout).contains("4 entries"),
