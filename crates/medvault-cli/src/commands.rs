@@ -10,7 +10,7 @@ use medvault_audit::{AuditTrail, CheckpointAnchor, CheckpointKey};
 use medvault_core::{CertificateFingerprint, Clock, SystemClock};
 use medvault_server::client_auth::AllowList;
 use medvault_server::config::{Config, LogFormat, RawConfig};
-use medvault_server::server::open_store;
+use medvault_server::server::{load_or_create_audit_key, open_store};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use time::format_description::well_known::Rfc3339;
@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Allow-list refresh interval in seconds [default: 5].
     #[arg(long, env = "MEDVAULT_ALLOWLIST_REFRESH_SECS")]
     allowlist_refresh_secs: Option<u64>,
+    /// Seconds without a successful allow-list reload before all client certificates are refused [default: 14400].
+    #[arg(long, env = "MEDVAULT_ALLOWLIST_MAX_AGE_SECS")]
+    allowlist_max_age_secs: Option<u64>,
     /// Refused mTLS requests audited one by one per second; the rest are counted [default: 20].
     #[arg(long, env = "MEDVAULT_AUDIT_DENIED_PER_SECOND")]
     audit_denied_per_second: Option<u32>,
@@ -275,6 +278,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         audit_retention_days: args.audit_retention_days,
         allowlist_refresh_secs: args.allowlist_refresh_secs,
         audit_denied_per_second: args.audit_denied_per_second,
+        allowlist_max_age_secs: args.allowlist_max_age_secs,
         log_format: args.log_format,
         ..RawConfig::default()
     };
@@ -349,12 +353,16 @@ fn init_logging(format: LogFormat) {
 async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Result<()> {
     let store = open_store(&config.database).await.context("database")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let allow_list = AllowList::new(store.clone(), clock);
+    let key = load_or_create_audit_key(&config.data_dir.join("audit-checkpoint.key"))?;
+    let audit = Arc::new(AuditTrail::new(store.clone(), clock.clone(), Arc::new(key)));
+    let allow_list = AllowList::new(store.clone(), clock, audit, config.allowlist_max_age);
+    // Changes made from the command line are audited as the operator's.
+    let actor = "operator:cli";
     let outcome = match command {
         ClientCertCommand::Add { file, owner, .. } => {
             let der = CertificateDer::from_pem_file(&file)
                 .with_context(|| format!("{}", file.display()))?;
-            let fingerprint = allow_list.register(&der, &owner).await?;
+            let fingerprint = allow_list.register(&der, &owner, actor).await?;
             println!("registered {fingerprint} for {owner}");
             Ok(())
         }
@@ -371,7 +379,7 @@ async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Resu
         }
         ClientCertCommand::Remove { fingerprint, .. } => {
             let fingerprint: CertificateFingerprint = fingerprint.parse()?;
-            if allow_list.remove(&fingerprint).await? {
+            if allow_list.remove(&fingerprint, actor).await? {
                 println!("removed {fingerprint}");
                 Ok(())
             } else {

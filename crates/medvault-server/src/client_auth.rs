@@ -20,6 +20,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::digest;
+use std::time::Duration;
+
+use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, Outcome};
 use medvault_core::{CertificateFingerprint, Clock};
 use medvault_store::{ClientCertificateRowV1, Store, StoreError};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -65,6 +68,10 @@ pub enum ClientCertError {
     /// The request came without a certificate.
     #[error("a client certificate is required")]
     Missing,
+    /// The allow-list could not be refreshed from the database for longer than
+    /// its maximum age: nobody is let in until it can (fail closed).
+    #[error("the client-certificate allow-list is stale")]
+    StaleAllowList,
 }
 
 impl ClientCertificate {
@@ -126,7 +133,9 @@ pub struct AuthenticatedClient {
 /// at once by changes made through it.
 #[derive(Debug, Clone)]
 pub struct AllowList {
-    entries: Arc<RwLock<HashMap<CertificateFingerprint, String>>>,
+    entries: Arc<RwLock<Snapshot>>,
+    max_age: time::Duration,
+    audit: Arc<AuditTrail>,
     // Serializes reloads with local changes: without it a reload that read the
     // table just before a registration committed would overwrite the cache with
     // the stale rows and drop the new certificate until the next reload.
@@ -137,9 +146,18 @@ pub struct AllowList {
 
 impl AllowList {
     /// An allow-list backed by `store`, empty until [`reload`](Self::reload).
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    /// Changes made through it are audited in `audit`. When it has not been
+    /// reloaded successfully for `max_age`, it refuses every certificate.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        audit: Arc<AuditTrail>,
+        max_age: Duration,
+    ) -> Self {
         Self {
             entries: Arc::default(),
+            max_age: time::Duration::try_from(max_age).unwrap_or(time::Duration::MAX),
+            audit,
             writers: Arc::default(),
             store,
             clock,
@@ -158,10 +176,14 @@ impl AllowList {
             })
             .collect();
         let count = fresh.len();
+        let refreshed_at = Some(self.clock.now());
         *self
             .entries
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Snapshot {
+            owners: fresh,
+            refreshed_at,
+        };
         Ok(count)
     }
 
@@ -170,6 +192,7 @@ impl AllowList {
         &self,
         der: &[u8],
         owner: &str,
+        actor: &str,
     ) -> Result<CertificateFingerprint, RegisterError> {
         let certificate = ClientCertificate::parse(der)?;
         certificate.check_usable(self.clock.now())?;
@@ -185,14 +208,32 @@ impl AllowList {
         self.entries
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .owners
             .insert(certificate.fingerprint, owner.to_owned());
+        self.audit_change(
+            actor,
+            "mtls.certificate_registered",
+            &certificate.fingerprint,
+            owner,
+        )
+        .await?;
         Ok(certificate.fingerprint)
     }
 
     /// Removes a certificate (durably, then in this process at once): it stops
-    /// working on the next request, also on open connections.
-    pub async fn remove(&self, fingerprint: &CertificateFingerprint) -> Result<bool, StoreError> {
+    /// working on the next request, also on open connections; other nodes drop it
+    /// at their next reload.
+    pub async fn remove(
+        &self,
+        fingerprint: &CertificateFingerprint,
+        actor: &str,
+    ) -> Result<bool, RegisterError> {
         let _writer = self.writers.lock().await;
+        let owner = self
+            .store
+            .client_certificate(fingerprint.as_bytes())
+            .await?
+            .map(|row| row.owner);
         let removed = self
             .store
             .remove_client_certificate(fingerprint.as_bytes())
@@ -200,16 +241,31 @@ impl AllowList {
         self.entries
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .owners
             .remove(fingerprint);
+        if let (true, Some(owner)) = (removed, owner) {
+            self.audit_change(actor, "mtls.certificate_removed", fingerprint, &owner)
+                .await?;
+        }
         Ok(removed)
     }
 
-    fn owner_of(&self, fingerprint: &CertificateFingerprint) -> Option<String> {
-        self.entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(fingerprint)
-            .cloned()
+    async fn audit_change(
+        &self,
+        actor: &str,
+        event_type: &str,
+        fingerprint: &CertificateFingerprint,
+        owner: &str,
+    ) -> Result<(), RegisterError> {
+        let detail = AuditDetail::new()
+            .with("fingerprint", fingerprint.to_hex())
+            .map_err(|error| RegisterError::Audit(error.to_string()))?;
+        let event = AuditEvent::new(actor, owner, event_type, Outcome::Success).with_detail(detail);
+        self.audit
+            .append(event)
+            .await
+            .map_err(|error| RegisterError::Audit(error.to_string()))?;
+        Ok(())
     }
 
     /// The per-request check.
@@ -218,15 +274,35 @@ impl AllowList {
         certificate: Option<&Arc<ClientCertificate>>,
     ) -> Result<AuthenticatedClient, ClientCertError> {
         let certificate = certificate.ok_or(ClientCertError::Missing)?;
-        certificate.check_usable(self.clock.now())?;
-        let owner = self
-            .owner_of(&certificate.fingerprint)
+        let now = self.clock.now();
+        certificate.check_usable(now)?;
+        let snapshot = self
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fresh = snapshot
+            .refreshed_at
+            .is_some_and(|refreshed_at| now - refreshed_at <= self.max_age);
+        if !fresh {
+            return Err(ClientCertError::StaleAllowList);
+        }
+        let owner = snapshot
+            .owners
+            .get(&certificate.fingerprint)
+            .cloned()
             .ok_or(ClientCertError::NotRegistered)?;
         Ok(AuthenticatedClient {
             certificate: certificate.clone(),
             owner,
         })
     }
+}
+
+/// The cached allow-list and when it was last read from the store.
+#[derive(Debug, Default)]
+struct Snapshot {
+    owners: HashMap<CertificateFingerprint, String>,
+    refreshed_at: Option<OffsetDateTime>,
 }
 
 /// Why a registration failed.
@@ -238,6 +314,9 @@ pub enum RegisterError {
     /// The store refused (e.g. registered already).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change was made but could not be audited.
+    #[error("the change could not be audited: {0}")]
+    Audit(String),
 }
 
 /// The rustls verifier that consults the [`AllowList`] during the handshake.

@@ -52,6 +52,9 @@ pub struct RawConfig {
     pub audit_retention_days: Option<u64>,
     /// How often the client-certificate allow-list is re-read from the database, in seconds.
     pub allowlist_refresh_secs: Option<u64>,
+    /// After how many seconds without a successful reload the allow-list refuses
+    /// every certificate (fail closed; HDDT allows at most 4 h).
+    pub allowlist_max_age_secs: Option<u64>,
     /// How many refused mTLS requests per second are written to the audit trail
     /// one by one; the rest are counted into the next entry.
     pub audit_denied_per_second: Option<u32>,
@@ -94,6 +97,7 @@ impl RawConfig {
             audit_denied_per_second: self
                 .audit_denied_per_second
                 .or(lower.audit_denied_per_second),
+            allowlist_max_age_secs: self.allowlist_max_age_secs.or(lower.allowlist_max_age_secs),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -185,6 +189,8 @@ pub struct Config {
     pub audit_retention_days: u64,
     /// Allow-list refresh interval.
     pub allowlist_refresh: Duration,
+    /// Longest the allow-list may go without a successful reload.
+    pub allowlist_max_age: Duration,
     /// Refused mTLS requests audited one by one per second.
     pub audit_denied_per_second: u32,
     /// Log format.
@@ -367,6 +373,24 @@ impl Config {
                 format!("must be between 1024 and {MAX_BODY_LIMIT}"),
             ));
         }
+        let allowlist_refresh = seconds(
+            "allowlist_refresh_secs",
+            raw.allowlist_refresh_secs,
+            5,
+            1..=3600,
+        )?;
+        let allowlist_max_age = seconds(
+            "allowlist_max_age_secs",
+            raw.allowlist_max_age_secs,
+            14_400,
+            10..=14_400,
+        )?;
+        if allowlist_max_age < allowlist_refresh * 2 {
+            return Err(ConfigError::new(
+                "allowlist_max_age_secs",
+                "must be at least twice allowlist_refresh_secs",
+            ));
+        }
         let log_format = match raw.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -403,12 +427,8 @@ impl Config {
             )?,
             shutdown_grace: seconds("shutdown_grace_secs", raw.shutdown_grace_secs, 30, 0..=600)?,
             audit_retention_days: retention_days(raw.audit_retention_days)?,
-            allowlist_refresh: seconds(
-                "allowlist_refresh_secs",
-                raw.allowlist_refresh_secs,
-                5,
-                1..=3600,
-            )?,
+            allowlist_refresh,
+            allowlist_max_age,
             audit_denied_per_second: match raw.audit_denied_per_second.unwrap_or(20) {
                 rate @ 1..=100_000 => rate,
                 _ => {

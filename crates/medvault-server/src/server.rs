@@ -112,7 +112,12 @@ pub async fn start_with_routes(
 
     let key = load_or_create_audit_key(&config.data_dir.join("audit-checkpoint.key"))?;
     let audit = Arc::new(AuditTrail::new(store.clone(), clock.clone(), Arc::new(key)));
-    let allow_list = AllowList::new(store.clone(), clock.clone());
+    let allow_list = AllowList::new(
+        store.clone(),
+        clock.clone(),
+        audit.clone(),
+        config.allowlist_max_age,
+    );
     allow_list.reload().await?;
 
     let patient_tcp = bind("listen", config.listen).await?;
@@ -263,7 +268,8 @@ pub async fn open_store(database: &DatabaseConfig) -> Result<Arc<dyn Store>, Sto
     })
 }
 
-fn load_or_create_audit_key(path: &Path) -> Result<CheckpointKey, StartError> {
+/// Reads the audit checkpoint key at `path`, creating it (mode 0600) if absent.
+pub fn load_or_create_audit_key(path: &Path) -> Result<CheckpointKey, StartError> {
     let failed = |reason: String| StartError::AuditKey {
         path: path.to_owned(),
         reason,

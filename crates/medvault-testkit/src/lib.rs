@@ -166,7 +166,7 @@ impl TestServer {
     ) -> CertificateFingerprint {
         self.state()
             .allow_list
-            .register(&certificate.der, owner)
+            .register(&certificate.der, owner, "operator:test")
             .await
             .unwrap()
     }

@@ -140,7 +140,7 @@ async fn registration_refuses_unusable_certificates() {
         match server
             .state()
             .allow_list
-            .register(&certificate.der, OWNER)
+            .register(&certificate.der, OWNER, "operator:test")
             .await
         {
             Err(RegisterError::Certificate(error)) => {
@@ -207,7 +207,7 @@ async fn removal_takes_effect_on_open_connections_at_once() {
         server
             .state()
             .allow_list
-            .remove(&fingerprint)
+            .remove(&fingerprint, "operator:test")
             .await
             .unwrap()
     );
@@ -328,7 +328,7 @@ async fn a_resumed_tls_session_is_checked_per_request() {
     server
         .state()
         .allow_list
-        .remove(&fingerprint)
+        .remove(&fingerprint, "operator:test")
         .await
         .unwrap();
     // The client resumes its session: the handshake skips the certificate
@@ -444,4 +444,71 @@ async fn a_flood_of_refused_requests_is_counted_not_written_one_by_one() {
     let detail: serde_json::Value = serde_json::from_str(&denied[3].detail).unwrap();
     assert_eq!(detail["suppressed_before"], 7);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn allow_list_changes_are_audited() {
+    let server = TestServer::start().await;
+    let certificate = TestCertificate::diga("audited");
+    let fingerprint = server.register(&certificate, OWNER).await;
+    server
+        .state()
+        .allow_list
+        .remove(&fingerprint, "operator:test")
+        .await
+        .unwrap();
+    let changes: Vec<_> = server
+        .state()
+        .audit
+        .query(&AuditQuery {
+            subject: Some(OWNER.into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.actor, record.event_type))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (
+                "operator:test".to_owned(),
+                "mtls.certificate_registered".to_owned()
+            ),
+            (
+                "operator:test".to_owned(),
+                "mtls.certificate_removed".to_owned()
+            ),
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_allow_list_refuses_everyone() {
+    let server = TestServer::start().await;
+    let certificate = TestCertificate::diga("stale");
+    server.register(&certificate, OWNER).await;
+    let client = server.client(Some(&certificate));
+    assert_eq!(
+        client
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The database goes away; once the last good reload is older than the
+    // maximum age (4 h by default), nothing is let in.
+    server.state().store.close().await;
+    server
+        .clock
+        .advance(Duration::hours(4) + Duration::seconds(1));
+    let response = client
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await;
+    assert!(response.is_err() || response.unwrap().status() == 403);
 }
