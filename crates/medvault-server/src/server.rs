@@ -128,7 +128,7 @@ pub async fn start_with_routes(
     let provider = Arc::new(policy_provider());
     let verifier: Arc<dyn ClientCertVerifier> = Arc::new(AllowListVerifier::new(
         allow_list.clone(),
-        provider.signature_verification_algorithms,
+        crate::tls::client_signature_algorithms(),
     ));
     let patient_tls = server_tls_config(&provider, &clock, None, &identity)?;
     let hddt_tls = server_tls_config(&provider, &clock, Some(verifier), &identity)?;

@@ -14,18 +14,19 @@
 //! (RFC 7627), as the TR recommends.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use medvault_core::Clock;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls::crypto::CryptoProvider;
+use rustls::SignatureScheme;
 use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::time_provider::TimeProvider;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, SignatureVerificationAlgorithm, UnixTime};
 use time::OffsetDateTime;
 
 /// The crypto provider with only the TR-02102-2 suites and groups.
@@ -41,6 +42,41 @@ pub fn policy_provider() -> CryptoProvider {
         ],
         kx_groups: vec![kx_group::SECP384R1, kx_group::SECP256R1],
         ..aws_lc_rs::default_provider()
+    }
+}
+
+/// The handshake signature schemes a client may use to prove possession of its
+/// certificate's key, per BSI TR-02102-2: ECDSA on the NIST curves and RSA-PSS.
+/// Left out: Ed25519/Ed448 (not in the TR's tables) and RSA PKCS#1 v1.5.
+pub const CLIENT_SIGNATURE_SCHEMES: &[SignatureScheme] = &[
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::ECDSA_NISTP521_SHA512,
+    SignatureScheme::RSA_PSS_SHA256,
+    SignatureScheme::RSA_PSS_SHA384,
+    SignatureScheme::RSA_PSS_SHA512,
+];
+
+/// The provider's signature verification algorithms, restricted to
+/// [`CLIENT_SIGNATURE_SCHEMES`].
+pub fn client_signature_algorithms() -> WebPkiSupportedAlgorithms {
+    static MAPPING: OnceLock<
+        Vec<(
+            SignatureScheme,
+            &'static [&'static dyn SignatureVerificationAlgorithm],
+        )>,
+    > = OnceLock::new();
+    let all = aws_lc_rs::default_provider().signature_verification_algorithms;
+    let mapping = MAPPING.get_or_init(|| {
+        all.mapping
+            .iter()
+            .filter(|(scheme, _)| CLIENT_SIGNATURE_SCHEMES.contains(scheme))
+            .copied()
+            .collect()
+    });
+    WebPkiSupportedAlgorithms {
+        all: all.all,
+        mapping: mapping.as_slice(),
     }
 }
 

@@ -240,6 +240,8 @@ pub struct CertificateSpec {
     pub digital_signature: bool,
     /// Whether to include extended key usage clientAuth.
     pub client_auth: bool,
+    /// The key and signature algorithm.
+    pub algorithm: &'static rcgen::SignatureAlgorithm,
 }
 
 impl CertificateSpec {
@@ -253,6 +255,7 @@ impl CertificateSpec {
             not_after: now + Duration::days(364),
             digital_signature: true,
             client_auth: true,
+            algorithm: &rcgen::PKCS_ECDSA_P256_SHA256,
         }
     }
 }
@@ -260,7 +263,7 @@ impl CertificateSpec {
 impl TestCertificate {
     /// A self-signed certificate as `spec` describes (ECDSA P-256).
     pub fn self_signed(spec: &CertificateSpec) -> Self {
-        let key = KeyPair::generate().unwrap();
+        let key = KeyPair::generate_for(spec.algorithm).unwrap();
         let certificate = leaf_params(spec).self_signed(&key).unwrap();
         Self {
             der: certificate.der().to_vec(),
@@ -271,7 +274,7 @@ impl TestCertificate {
 
     /// A certificate as `spec` describes, issued by `ca`.
     pub fn issued_by(spec: &CertificateSpec, ca: &TestCa) -> Self {
-        let key = KeyPair::generate().unwrap();
+        let key = KeyPair::generate_for(spec.algorithm).unwrap();
         let params = leaf_params(spec);
         let certificate = params.signed_by(&key, &ca.issuer).unwrap();
         Self {

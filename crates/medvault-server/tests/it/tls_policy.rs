@@ -130,3 +130,32 @@ async fn a_client_offering_only_an_out_of_policy_group_is_refused() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_can_only_sign_with_ed25519_is_refused() {
+    // TR-02102-2 lists ECDSA and RSA-PSS for the client's CertificateVerify.
+    let server = TestServer::start().await;
+    let spec = medvault_testkit::CertificateSpec {
+        algorithm: &rcgen::PKCS_ED25519,
+        ..medvault_testkit::CertificateSpec::diga("ed25519 client")
+    };
+    let certificate = medvault_testkit::TestCertificate::self_signed(&spec);
+    server.register(&certificate, "urn:diga:bfarm:00294").await;
+    let outcome = server
+        .client(Some(&certificate))
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await;
+    assert!(outcome.is_err() || outcome.unwrap().status() != 200);
+    // The same client with a P-256 key gets in.
+    let ecdsa = medvault_testkit::TestCertificate::diga("p256 client");
+    server.register(&ecdsa, "urn:diga:bfarm:00294").await;
+    let response = server
+        .client(Some(&ecdsa))
+        .get(server.hddt_url("/client-certificate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}
