@@ -94,6 +94,9 @@ struct ServeArgs {
     /// TLS handshake timeout in seconds [default: 10].
     #[arg(long, env = "MEDVAULT_HANDSHAKE_TIMEOUT_SECS")]
     handshake_timeout_secs: Option<u64>,
+    /// Most connections (handshaking or open) per listener [default: 2048].
+    #[arg(long, env = "MEDVAULT_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Shutdown grace period in seconds [default: 30].
     #[arg(long, env = "MEDVAULT_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: Option<u64>,
@@ -279,6 +282,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         allowlist_refresh_secs: args.allowlist_refresh_secs,
         audit_denied_per_second: args.audit_denied_per_second,
         allowlist_max_age_secs: args.allowlist_max_age_secs,
+        max_connections: args.max_connections,
         log_format: args.log_format,
         ..RawConfig::default()
     };

@@ -46,6 +46,8 @@ pub struct RawConfig {
     pub request_timeout_secs: Option<u64>,
     /// Longest a TLS handshake may take, in seconds.
     pub handshake_timeout_secs: Option<u64>,
+    /// Most connections (handshaking or open) per listener.
+    pub max_connections: Option<usize>,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: Option<u64>,
     /// How long audit entries are kept, in days (never less than 30).
@@ -98,6 +100,7 @@ impl RawConfig {
                 .audit_denied_per_second
                 .or(lower.audit_denied_per_second),
             allowlist_max_age_secs: self.allowlist_max_age_secs.or(lower.allowlist_max_age_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -183,6 +186,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// TLS handshake timeout.
     pub handshake_timeout: Duration,
+    /// Most connections per listener.
+    pub max_connections: usize,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Audit retention, in days (at least 30).
@@ -429,6 +434,15 @@ impl Config {
             audit_retention_days: retention_days(raw.audit_retention_days)?,
             allowlist_refresh,
             allowlist_max_age,
+            max_connections: match raw.max_connections.unwrap_or(2048) {
+                limit @ 1..=100_000 => limit,
+                _ => {
+                    return Err(ConfigError::new(
+                        "max_connections",
+                        "must be between 1 and 100000",
+                    ));
+                }
+            },
             audit_denied_per_second: match raw.audit_denied_per_second.unwrap_or(20) {
                 rate @ 1..=100_000 => rate,
                 _ => {

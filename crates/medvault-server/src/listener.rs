@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -28,11 +28,18 @@ use crate::client_auth::ClientCertificate;
 /// How many finished handshakes may wait for `accept`.
 const ACCEPT_QUEUE: usize = 256;
 
+/// A connection whose handshake finished, with its slot in the connection limit.
+type Accepted = (TlsStream<TcpStream>, SocketAddr, OwnedSemaphorePermit);
+
 /// Accepts TCP connections and completes TLS handshakes in the background.
+///
+/// At most `max_connections` connections (handshaking or open) exist at once;
+/// at the limit the listener stops accepting, so further clients wait in the
+/// kernel's backlog instead of consuming tasks and file descriptors.
 #[derive(Debug)]
 pub struct TlsListener {
     local_addr: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<Accepted>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -42,11 +49,16 @@ impl TlsListener {
         tcp: TcpListener,
         acceptor: TlsAcceptor,
         handshake_timeout: Duration,
+        max_connections: usize,
     ) -> std::io::Result<Self> {
+        let slots = Arc::new(Semaphore::new(max_connections));
         let local_addr = tcp.local_addr()?;
         let (sender, ready) = mpsc::channel(ACCEPT_QUEUE);
         let accept_loop = tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let (stream, remote) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -61,7 +73,7 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = handshake_done.send((tls, remote)).await;
+                            let _ = handshake_done.send((tls, remote, slot)).await;
                         }
                         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -88,7 +100,7 @@ impl Drop for TlsListener {
 
 impl TlsListener {
     /// The next connection whose handshake finished.
-    async fn accept(&mut self) -> (TlsStream<TcpStream>, SocketAddr) {
+    async fn accept(&mut self) -> Accepted {
         match self.ready.recv().await {
             Some(connection) => connection,
             // The accept loop only ends when this listener is dropped.
@@ -159,7 +171,7 @@ pub async fn serve_connections(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     loop {
-        let (stream, remote_addr) = tokio::select! {
+        let (stream, remote_addr, slot) = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
@@ -178,6 +190,7 @@ pub async fn serve_connections(
             if let Err(error) = watched.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

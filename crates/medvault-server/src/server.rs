@@ -337,12 +337,17 @@ fn serve(
     config: &Config,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, StartError> {
-    let listener = TlsListener::new(tcp, TlsAcceptor::from(tls), config.handshake_timeout)
-        .map_err(|error| StartError::Bind {
-            setting: "listen",
-            addr: config.listen,
-            reason: error.to_string(),
-        })?;
+    let listener = TlsListener::new(
+        tcp,
+        TlsAcceptor::from(tls),
+        config.handshake_timeout,
+        config.max_connections,
+    )
+    .map_err(|error| StartError::Bind {
+        setting: "listen",
+        addr: config.listen,
+        reason: error.to_string(),
+    })?;
     let limits = HttpLimits {
         header_read_timeout: config.handshake_timeout,
         max_concurrent_streams: 100,

@@ -211,3 +211,33 @@ async fn shutdown_lets_in_flight_requests_finish_and_accepts_no_new_ones() {
     assert_eq!(response.text().await.unwrap(), "done");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_until_one_closes() {
+    use std::sync::Arc;
+    let server = TestServer::start_with(Backend::Sqlite, |raw| raw.max_connections = Some(1))
+        .await
+        .unwrap();
+    let config = server
+        .rustls_client_config(rustls::crypto::aws_lc_rs::default_provider(), None)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(server.patient_addr())
+            .await
+            .unwrap();
+        connector.connect(name.clone(), tcp).await
+    };
+    let first = connect().await.unwrap();
+    // The second handshake does not complete while the first connection is open.
+    let second = tokio::time::timeout(std::time::Duration::from_millis(800), connect()).await;
+    assert!(
+        second.is_err(),
+        "a second connection was served over the limit"
+    );
+    drop(first);
+    let third = tokio::time::timeout(std::time::Duration::from_secs(10), connect()).await;
+    assert!(matches!(third, Ok(Ok(_))), "the slot was not released");
+    server.stop().await;
+}
