@@ -415,3 +415,74 @@ async fn refuses_to_start_on_a_schema_newer_than_it_knows() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn production_mode_refuses_a_self_signed_or_misnamed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let write_pair = |name: &str, cert: &str, key: &str| {
+        let cert_path = dir.path().join(format!("{name}.pem"));
+        let key_path = dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        (
+            cert_path.to_str().unwrap().to_owned(),
+            key_path.to_str().unwrap().to_owned(),
+        )
+    };
+    // Self-signed, naming the right host.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let self_signed = rcgen::CertificateParams::new(vec!["ddr.example.com".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (self_signed_cert, self_signed_key) =
+        write_pair("self-signed", &self_signed.pem(), &key.serialize_pem());
+    // CA-issued, naming another host.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let misnamed = rcgen::CertificateParams::new(vec!["other.example.com".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let (misnamed_cert, misnamed_key) =
+        write_pair("misnamed", &misnamed.pem(), &leaf_key.serialize_pem());
+
+    for (cert, key, expected) in [
+        (&self_signed_cert, &self_signed_key, "self-signed"),
+        (
+            &misnamed_cert,
+            &misnamed_key,
+            "do not include ddr.example.com",
+        ),
+    ] {
+        let output = run(&[
+            "serve",
+            "--data-dir",
+            data_dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--hddt-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--fqdn",
+            "ddr.example.com",
+            "--public-base-url",
+            "https://ddr.example.com",
+            "--oauth-issuer",
+            "https://ddr.example.com:9443",
+            "--fhir-base-url",
+            "https://ddr.example.com:9443/fhir",
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{expected}");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(expected), "{lines:?}");
+    }
+}
