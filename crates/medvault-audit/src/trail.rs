@@ -385,7 +385,30 @@ impl AuditTrail {
 
     /// Like [`verify`](Self::verify), and also requires the checkpoint `anchor`
     /// (recorded outside the database earlier) to be present and unchanged.
+    ///
+    /// The walk reads page by page, not in one snapshot: when a retention purge
+    /// (of this or another node) runs meanwhile, the walk can see a start or gap
+    /// that the purge just made. A failed walk is therefore repeated (up to three
+    /// times) when the checkpoints changed while it ran; a failure that repeats
+    /// over unchanged checkpoints is reported.
     pub async fn verify_with_anchor(
+        &self,
+        anchor: Option<CheckpointAnchor>,
+    ) -> Result<VerificationReport, AuditError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let before = self.store.audit_checkpoints().await?.len();
+            let outcome = self.verify_once(anchor).await;
+            let changed = self.store.audit_checkpoints().await?.len() != before;
+            match outcome {
+                Err(AuditError::Broken(_)) if changed && attempts < 3 => continue,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn verify_once(
         &self,
         anchor: Option<CheckpointAnchor>,
     ) -> Result<VerificationReport, AuditError> {

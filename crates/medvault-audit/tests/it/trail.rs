@@ -27,6 +27,7 @@ on_both_backends!(
     a_removed_checkpoint_is_detected,
     removing_the_newest_checkpoint_is_caught_by_an_anchor,
     a_fully_purged_trail_with_many_checkpoints_verifies,
+    a_purge_during_verify_is_not_reported_as_tampering,
 );
 
 fn event(n: usize) -> AuditEvent {
@@ -363,4 +364,126 @@ async fn a_fully_purged_trail_with_many_checkpoints_verifies(harness: &Harness) 
     assert_eq!((report.entries, report.checkpoints), (0, 4));
     trail.append(event(7)).await.unwrap();
     assert_eq!(trail.verify().await.unwrap().first_seq, Some(7));
+}
+
+/// A store that runs a retention purge the first time the entries are read, as
+/// another node would while `verify` is walking the chain.
+#[derive(Debug)]
+struct PurgeDuringVerify {
+    inner: Arc<dyn medvault_store::Store>,
+    trail: std::sync::OnceLock<Arc<AuditTrail>>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl medvault_store::AuditStore for PurgeDuringVerify {
+    async fn last_audit_entry(
+        &self,
+    ) -> Result<Option<medvault_store::AuditEntryRowV1>, medvault_store::StoreError> {
+        self.inner.last_audit_entry().await
+    }
+    async fn insert_audit_entry(
+        &self,
+        entry: &medvault_store::AuditEntryRowV1,
+    ) -> Result<(), medvault_store::StoreError> {
+        self.inner.insert_audit_entry(entry).await
+    }
+    async fn audit_entries(
+        &self,
+        filter: &medvault_store::AuditFilter,
+    ) -> Result<Vec<medvault_store::AuditEntryRowV1>, medvault_store::StoreError> {
+        // The verify walk pages with no time bounds; the purge itself queries with `from`.
+        if filter.from.is_none()
+            && filter.limit > 1
+            && let Some(trail) = self.trail.get()
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            trail.purge_expired(Retention::default()).await.unwrap();
+        }
+        self.inner.audit_entries(filter).await
+    }
+    async fn insert_audit_checkpoint(
+        &self,
+        checkpoint: &medvault_store::AuditCheckpointRowV1,
+    ) -> Result<(), medvault_store::StoreError> {
+        self.inner.insert_audit_checkpoint(checkpoint).await
+    }
+    async fn audit_checkpoints(
+        &self,
+    ) -> Result<Vec<medvault_store::AuditCheckpointRowV1>, medvault_store::StoreError> {
+        self.inner.audit_checkpoints().await
+    }
+    async fn purge_audit_entries_through(
+        &self,
+        checkpoint: &medvault_store::AuditCheckpointRowV1,
+    ) -> Result<u64, medvault_store::StoreError> {
+        self.inner.purge_audit_entries_through(checkpoint).await
+    }
+}
+
+#[async_trait::async_trait]
+impl medvault_store::ClientCertificateStore for PurgeDuringVerify {
+    async fn insert_client_certificate(
+        &self,
+        certificate: &medvault_store::ClientCertificateRowV1,
+    ) -> Result<(), medvault_store::StoreError> {
+        self.inner.insert_client_certificate(certificate).await
+    }
+    async fn remove_client_certificate(
+        &self,
+        fingerprint: &[u8],
+    ) -> Result<bool, medvault_store::StoreError> {
+        self.inner.remove_client_certificate(fingerprint).await
+    }
+    async fn client_certificate(
+        &self,
+        fingerprint: &[u8],
+    ) -> Result<Option<medvault_store::ClientCertificateRowV1>, medvault_store::StoreError> {
+        self.inner.client_certificate(fingerprint).await
+    }
+    async fn client_certificates(
+        &self,
+    ) -> Result<Vec<medvault_store::ClientCertificateRowV1>, medvault_store::StoreError> {
+        self.inner.client_certificates().await
+    }
+}
+
+#[async_trait::async_trait]
+impl medvault_store::Store for PurgeDuringVerify {
+    fn backend(&self) -> medvault_store::BackendKind {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> Result<(), medvault_store::StoreError> {
+        self.inner.ping().await
+    }
+    async fn schema_version(&self) -> Result<i64, medvault_store::StoreError> {
+        self.inner.schema_version().await
+    }
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+async fn a_purge_during_verify_is_not_reported_as_tampering(harness: &Harness) {
+    let wrapped = Arc::new(PurgeDuringVerify {
+        inner: harness.store.clone(),
+        trail: std::sync::OnceLock::new(),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    let trail = Arc::new(AuditTrail::new(
+        wrapped.clone(),
+        harness.clock.clone(),
+        harness.key.clone(),
+    ));
+    wrapped.trail.set(trail.clone()).unwrap();
+    append_minutes_apart(harness, &trail, 4).await;
+    harness.clock.advance(Duration::days(31));
+    trail.append(event(5)).await.unwrap();
+    // The walk reads the checkpoints (none), then the entries: at that moment the
+    // purge removes 1..=4 behind a retention checkpoint the walk has not seen.
+    let report = trail.verify().await.unwrap();
+    assert_eq!(
+        (report.entries, report.first_seq, report.checkpoints),
+        (1, Some(5), 1)
+    );
 }
