@@ -6,6 +6,27 @@ use time::OffsetDateTime;
 /// The largest serialized detail an entry may carry.
 pub const MAX_DETAIL_BYTES: usize = 2048;
 
+/// Fragments that, anywhere in a detail key with its separators removed, mark it
+/// as naming a secret or a personal datum (`accesstoken`, `clientsecret`, ...).
+const FORBIDDEN_FRAGMENTS: &[&str] = &[
+    "password",
+    "passphrase",
+    "passwd",
+    "secret",
+    "token",
+    "verifier",
+    "privatekey",
+    "birth",
+    "insurance",
+    "kvnr",
+    "email",
+    "ipaddress",
+    "cookie",
+    "bearer",
+    "credential",
+    "superpin",
+];
+
 /// Words that, anywhere in a detail key, mark it as naming a secret or a
 /// personal datum. Keys are split into words at `_`, `-`, `.` and lower-to-upper
 /// case changes (`refreshToken` -> `refresh`, `token`); a key with any of these
@@ -121,31 +142,49 @@ impl AuditDetail {
 }
 
 fn check_key(key: &str) -> Result<(), DetailError> {
-    let mut words: Vec<String> = Vec::new();
-    let mut current = String::new();
-    let mut previous_lower = false;
-    for c in key.chars() {
-        let boundary = matches!(c, '_' | '-' | '.' | ' ') || (c.is_uppercase() && previous_lower);
-        if boundary && !current.is_empty() {
-            words.push(std::mem::take(&mut current));
-        }
-        if c.is_alphanumeric() {
-            current.extend(c.to_lowercase());
-        }
-        previous_lower = c.is_lowercase();
-    }
-    if !current.is_empty() {
-        words.push(current);
-    }
+    let words = split_words(key);
     let joined: String = words.concat();
     let forbidden = words
         .iter()
         .any(|word| FORBIDDEN_WORDS.contains(&word.as_str()))
-        || FORBIDDEN_WORDS.contains(&joined.as_str());
+        || FORBIDDEN_FRAGMENTS
+            .iter()
+            .any(|fragment| joined.contains(fragment));
     if forbidden {
         return Err(DetailError::ForbiddenKey(key.to_owned()));
     }
     Ok(())
+}
+
+/// Splits a key into lower-case words at every non-alphanumeric character, at
+/// lower-to-upper changes (`refreshToken`) and at the end of a run of capitals
+/// (`userIPAddress` -> `user`, `ip`, `address`).
+fn split_words(key: &str) -> Vec<String> {
+    let chars: Vec<char> = key.chars().collect();
+    let mut words = Vec::new();
+    let mut current = String::new();
+    for (index, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        let previous = index.checked_sub(1).and_then(|i| chars.get(i)).copied();
+        let next = chars.get(index + 1).copied();
+        let lower_to_upper = c.is_uppercase() && previous.is_some_and(char::is_lowercase);
+        let acronym_end = c.is_uppercase()
+            && previous.is_some_and(char::is_uppercase)
+            && next.is_some_and(char::is_lowercase);
+        if (lower_to_upper || acronym_end) && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
 }
 
 fn check_nested_keys(value: &Value) -> Result<(), DetailError> {
@@ -232,6 +271,27 @@ mod tests {
             "EMAIL",
             "birth_date",
             "KVNR",
+            "client_secret",
+            "auth_code",
+            "patient_name",
+            "givenName",
+            "birthday",
+            "ip",
+            "remote.ip",
+            "refreshToken",
+            "superPIN",
+            "accesstoken",
+            "refreshtoken",
+            "idtoken",
+            "IDToken",
+            "codeverifier",
+            "privatekey",
+            "dateofbirth",
+            "insurancenumber",
+            "clientsecret",
+            "client:secret",
+            "userIPAddress",
+            "peer_ip",
         ] {
             assert_eq!(
                 AuditDetail::new().with(key, "x"),

@@ -248,11 +248,16 @@ impl AuditTrail {
                 to_hash(&last.entry_hash).ok_or(ChainBreak::Modified { seq: last.seq })?,
             ));
         }
-        if let Some(checkpoint) = self.store.audit_checkpoints().await?.pop() {
-            let hash = to_hash(&checkpoint.entry_hash).ok_or(ChainBreak::CheckpointMismatch {
-                seq: checkpoint.seq,
-            })?;
-            return Ok((checkpoint.seq, hash));
+        // Everything was purged: continue after the furthest retention checkpoint.
+        let checkpoints = self.store.audit_checkpoints().await?;
+        let anchor = checkpoints
+            .iter()
+            .filter(|c| c.kind == KIND_RETENTION)
+            .max_by_key(|c| c.seq);
+        if let Some(anchor) = anchor {
+            let hash = to_hash(&anchor.entry_hash)
+                .ok_or(ChainBreak::CheckpointMismatch { seq: anchor.seq })?;
+            return Ok((anchor.seq, hash));
         }
         Ok((0, GENESIS))
     }
@@ -289,6 +294,11 @@ impl AuditTrail {
         let Some(last) = self.store.last_audit_entry().await? else {
             return Ok(None);
         };
+        // Nothing new since the newest checkpoint: do not grow the checkpoint chain.
+        let newest = self.store.audit_checkpoints().await?.pop();
+        if newest.is_some_and(|c| c.seq == last.seq && c.entry_hash == last.entry_hash) {
+            return Ok(Some(last.seq));
+        }
         for _ in 0..APPEND_ATTEMPTS {
             let checkpoint = self.next_checkpoint(KIND_HEAD, &last).await?;
             match self.store.insert_audit_checkpoint(&checkpoint).await {
@@ -332,6 +342,18 @@ impl AuditTrail {
     /// Only entries strictly before the first entry young enough to keep are
     /// removed, so clock skew between nodes can never cost a young entry.
     pub async fn purge_expired(&self, retention: Retention) -> Result<u64, AuditError> {
+        for _ in 0..APPEND_ATTEMPTS {
+            // Recomputed on every attempt: after losing a race to another node's
+            // purge, what is left to remove has changed.
+            match self.purge_once(retention).await {
+                Err(AuditError::Store(StoreError::Conflict(_))) => continue,
+                outcome => return outcome,
+            }
+        }
+        Err(AuditError::Contended)
+    }
+
+    async fn purge_once(&self, retention: Retention) -> Result<u64, AuditError> {
         let Some(cutoff) = self.clock.now().checked_sub(retention.period()) else {
             return Ok(0);
         };
@@ -355,15 +377,8 @@ impl AuditTrail {
         if last_removed.recorded_at >= cutoff {
             return Ok(0);
         }
-        for _ in 0..APPEND_ATTEMPTS {
-            let checkpoint = self.next_checkpoint(KIND_RETENTION, &last_removed).await?;
-            match self.store.purge_audit_entries_through(&checkpoint).await {
-                Ok(removed) => return Ok(removed),
-                Err(StoreError::Conflict(_)) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(AuditError::Contended)
+        let checkpoint = self.next_checkpoint(KIND_RETENTION, &last_removed).await?;
+        Ok(self.store.purge_audit_entries_through(&checkpoint).await?)
     }
 
     async fn entry_before(&self, seq: i64) -> Result<Option<AuditEntryRowV1>, AuditError> {

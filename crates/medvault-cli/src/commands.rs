@@ -357,7 +357,22 @@ fn init_logging(format: LogFormat) {
 async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Result<()> {
     let store = open_store(&config.database).await.context("database")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let key = load_or_create_audit_key(&config.data_dir.join("audit-checkpoint.key"))?;
+    // The server creates the audit key at its first start; an admin command
+    // never creates one (it could end up with the wrong owner or host).
+    let key_path = config.data_dir.join("audit-checkpoint.key");
+    if !matches!(command, ClientCertCommand::List { .. }) && !key_path.exists() {
+        store.close().await;
+        anyhow::bail!(
+            "{} does not exist: start `medvault serve` once with this data directory first",
+            key_path.display()
+        );
+    }
+    let key = if key_path.exists() {
+        load_or_create_audit_key(&key_path)?
+    } else {
+        // `list` changes nothing and appends nothing: a throw-away key is never used.
+        CheckpointKey::generate()?.0
+    };
     let audit = Arc::new(AuditTrail::new(store.clone(), clock.clone(), Arc::new(key)));
     let allow_list = AllowList::new(store.clone(), clock, audit, config.allowlist_max_age);
     // Changes made from the command line are audited as the operator's.

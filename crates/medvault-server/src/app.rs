@@ -84,6 +84,15 @@ impl DenialLimiter {
         }
     }
 
+    /// How many refusals were counted but not yet written; resets the count.
+    pub fn take_suppressed(&self) -> u64 {
+        let mut bucket = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::take(&mut bucket.suppressed)
+    }
+
     /// `Some(n)` when this refusal is to be audited (`n` refusals were only
     /// counted since the last audited one); `None` when it is only counted.
     pub fn admit(&self, now: time::OffsetDateTime) -> Option<u64> {
@@ -237,7 +246,13 @@ async fn require_client_certificate(
                 .unwrap_or("-")
                 .to_owned();
             let path: String = request.uri().path().chars().take(200).collect();
-            let admitted = state.denial_limiter.admit(state.clock.now());
+            // A certificate-less request costs an attacker nothing: those are
+            // rate-bounded. A refused certificate got through the handshake (an
+            // open or resumed connection of a removed or expired one): always audited.
+            let admitted = match error {
+                ClientCertError::Missing => state.denial_limiter.admit(state.clock.now()),
+                _ => Some(0),
+            };
             let detail = admitted.map(|suppressed_before| {
                 AuditDetail::new()
                     .with("reason", error.to_string())

@@ -210,13 +210,27 @@ impl AllowList {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .owners
             .insert(certificate.fingerprint, owner.to_owned());
-        self.audit_change(
-            actor,
-            "mtls.certificate_registered",
-            &certificate.fingerprint,
-            owner,
-        )
-        .await?;
+        // A change that cannot be audited is undone: no unaudited access grant.
+        if let Err(error) = self
+            .audit_change(
+                actor,
+                "mtls.certificate_registered",
+                &certificate.fingerprint,
+                owner,
+            )
+            .await
+        {
+            let _ = self
+                .store
+                .remove_client_certificate(certificate.fingerprint.as_bytes())
+                .await;
+            self.entries
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .owners
+                .remove(&certificate.fingerprint);
+            return Err(error);
+        }
         Ok(certificate.fingerprint)
     }
 
@@ -229,11 +243,10 @@ impl AllowList {
         actor: &str,
     ) -> Result<bool, RegisterError> {
         let _writer = self.writers.lock().await;
-        let owner = self
+        let previous = self
             .store
             .client_certificate(fingerprint.as_bytes())
-            .await?
-            .map(|row| row.owner);
+            .await?;
         let removed = self
             .store
             .remove_client_certificate(fingerprint.as_bytes())
@@ -243,9 +256,21 @@ impl AllowList {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .owners
             .remove(fingerprint);
-        if let (true, Some(owner)) = (removed, owner) {
-            self.audit_change(actor, "mtls.certificate_removed", fingerprint, &owner)
-                .await?;
+        if let (true, Some(row)) = (removed, previous) {
+            // A removal that cannot be audited is undone, like a registration.
+            if let Err(error) = self
+                .audit_change(actor, "mtls.certificate_removed", fingerprint, &row.owner)
+                .await
+            {
+                if self.store.insert_client_certificate(&row).await.is_ok() {
+                    self.entries
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .owners
+                        .insert(*fingerprint, row.owner.clone());
+                }
+                return Err(error);
+            }
         }
         Ok(removed)
     }
@@ -282,7 +307,9 @@ impl AllowList {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let fresh = snapshot
             .refreshed_at
-            .is_some_and(|refreshed_at| now - refreshed_at <= self.max_age);
+            // A clock that went backwards counts as stale too: fail closed until
+            // the next reload.
+            .is_some_and(|refreshed_at| now >= refreshed_at && now - refreshed_at <= self.max_age);
         if !fresh {
             return Err(ClientCertError::StaleAllowList);
         }

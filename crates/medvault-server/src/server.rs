@@ -217,6 +217,20 @@ impl RunningServer {
             task.abort();
         }
         let audit = &self.state.audit;
+        // Refusals that were only counted are written before the trail closes.
+        let suppressed = self.state.denial_limiter.take_suppressed();
+        if suppressed > 0 {
+            let summary = AuditDetail::new()
+                .with("reason", "a client certificate is required")
+                .and_then(|d| d.with("suppressed_before", suppressed));
+            if let Ok(detail) = summary {
+                let event = AuditEvent::new("cert:-", "-", "mtls.access_denied", Outcome::Denied)
+                    .with_detail(detail);
+                if let Err(error) = audit.append(event).await {
+                    tracing::error!(%error, "could not audit the counted refusals");
+                }
+            }
+        }
         if let Err(error) = audit
             .append(AuditEvent::new(
                 "system",

@@ -293,6 +293,22 @@ fn admin_client_cert_round_trip() {
     let certificate = medvault_testkit::TestCertificate::diga("DiGA admin test");
     let file = dir.path().join("diga.pem");
     std::fs::write(&file, &certificate.cert_pem).unwrap();
+    // Before the server ever ran there is no audit key: changes are refused, not made unaudited.
+    let early = run(&[
+        "admin",
+        "client-cert",
+        "add",
+        "--data-dir",
+        data_dir,
+        file.to_str().unwrap(),
+        "--owner",
+        "x",
+    ]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(!dir.path().join("audit-checkpoint.key").exists());
+    let server = Server::start(dir.path(), &[]);
+    server.signal("TERM");
+    server.wait(Duration::from_secs(30));
     let added = run(&[
         "admin",
         "client-cert",

@@ -512,3 +512,69 @@ async fn a_stale_allow_list_refuses_everyone() {
         .await;
     assert!(response.is_err() || response.unwrap().status() == 403);
 }
+
+#[tokio::test]
+async fn refusals_of_a_presented_certificate_are_audited_even_during_a_flood() {
+    let server =
+        medvault_testkit::TestServer::start_with(medvault_testkit::Backend::Sqlite, |raw| {
+            raw.audit_denied_per_second = Some(1);
+        })
+        .await
+        .unwrap();
+    let certificate = TestCertificate::diga("removed during a flood");
+    let fingerprint = server.register(&certificate, OWNER).await;
+    let with_certificate = server.client(Some(&certificate));
+    assert_eq!(
+        with_certificate
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Certificate-less requests use up the bucket.
+    let anonymous = server.client(None);
+    for _ in 0..5 {
+        assert_eq!(
+            anonymous
+                .get(server.hddt_url("/x"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    server
+        .state()
+        .allow_list
+        .remove(&fingerprint, "operator:test")
+        .await
+        .unwrap();
+    assert_eq!(
+        with_certificate
+            .get(server.hddt_url("/client-certificate"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let denied = server
+        .state()
+        .audit
+        .query(&AuditQuery {
+            event_type: Some("mtls.access_denied".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        denied
+            .iter()
+            .any(|record| record.actor == format!("cert:{}", fingerprint.to_hex())),
+        "the refused certificate is not in the trail: {denied:?}"
+    );
+    server.stop().await;
+}
