@@ -97,6 +97,9 @@ struct ServeArgs {
     /// Most connections (handshaking or open) per listener [default: 2048].
     #[arg(long, env = "MEDVAULT_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Most connections per listener from one peer address [default: 256].
+    #[arg(long, env = "MEDVAULT_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// Shutdown grace period in seconds [default: 30].
     #[arg(long, env = "MEDVAULT_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: Option<u64>,
@@ -283,6 +286,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         audit_denied_per_second: args.audit_denied_per_second,
         allowlist_max_age_secs: args.allowlist_max_age_secs,
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
         log_format: args.log_format,
         ..RawConfig::default()
     };

@@ -48,6 +48,8 @@ pub struct RawConfig {
     pub handshake_timeout_secs: Option<u64>,
     /// Most connections (handshaking or open) per listener.
     pub max_connections: Option<usize>,
+    /// Most connections per listener from one peer address.
+    pub max_connections_per_ip: Option<usize>,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: Option<u64>,
     /// How long audit entries are kept, in days (never less than 30).
@@ -101,6 +103,7 @@ impl RawConfig {
                 .or(lower.audit_denied_per_second),
             allowlist_max_age_secs: self.allowlist_max_age_secs.or(lower.allowlist_max_age_secs),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -188,6 +191,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Most connections per listener.
     pub max_connections: usize,
+    /// Most connections per listener from one peer address.
+    pub max_connections_per_ip: usize,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Audit retention, in days (at least 30).
@@ -439,6 +444,15 @@ impl Config {
                 _ => {
                     return Err(ConfigError::new(
                         "max_connections",
+                        "must be between 1 and 100000",
+                    ));
+                }
+            },
+            max_connections_per_ip: match raw.max_connections_per_ip.unwrap_or(256) {
+                limit @ 1..=100_000 => limit,
+                _ => {
+                    return Err(ConfigError::new(
+                        "max_connections_per_ip",
                         "must be between 1 and 100000",
                     ));
                 }

@@ -7,7 +7,8 @@
 //! [`ConnectionInfo`] to every request, and on shutdown stops accepting and lets
 //! in-flight requests finish.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,14 +29,73 @@ use crate::client_auth::ClientCertificate;
 /// How many finished handshakes may wait for `accept`.
 const ACCEPT_QUEUE: usize = 256;
 
-/// A connection whose handshake finished, with its slot in the connection limit.
-type Accepted = (TlsStream<TcpStream>, SocketAddr, OwnedSemaphorePermit);
+/// A connection whose handshake finished, with its slot in the connection limits.
+type Accepted = (TlsStream<TcpStream>, SocketAddr, ConnectionSlot);
+
+/// Open connections per peer address.
+type PerIp = Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>;
+
+/// How many connections a listener holds at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// In all (handshaking or open).
+    pub max_connections: usize,
+    /// From one peer address.
+    pub max_connections_per_ip: usize,
+}
+
+/// A connection's place in both limits; released when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    _global: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: PerIp,
+}
+
+impl ConnectionSlot {
+    fn take(
+        global: OwnedSemaphorePermit,
+        per_ip: &PerIp,
+        ip: IpAddr,
+        max_per_ip: usize,
+    ) -> Option<Self> {
+        let mut counts = per_ip
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            _global: global,
+            ip,
+            per_ip: per_ip.clone(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .per_ip
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Accepts TCP connections and completes TLS handshakes in the background.
 ///
 /// At most `max_connections` connections (handshaking or open) exist at once;
 /// at the limit the listener stops accepting, so further clients wait in the
-/// kernel's backlog instead of consuming tasks and file descriptors.
+/// kernel's backlog instead of consuming tasks and file descriptors. One peer
+/// address gets at most `max_connections_per_ip`; more are closed at once.
 #[derive(Debug)]
 pub struct TlsListener {
     local_addr: SocketAddr,
@@ -49,9 +109,11 @@ impl TlsListener {
         tcp: TcpListener,
         acceptor: TlsAcceptor,
         handshake_timeout: Duration,
-        max_connections: usize,
+        limits: ConnectionLimits,
     ) -> std::io::Result<Self> {
-        let slots = Arc::new(Semaphore::new(max_connections));
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let max_per_ip = limits.max_connections_per_ip;
+        let per_ip: PerIp = Arc::default();
         let local_addr = tcp.local_addr()?;
         let (sender, ready) = mpsc::channel(ACCEPT_QUEUE);
         let accept_loop = tokio::spawn(async move {
@@ -67,6 +129,12 @@ impl TlsListener {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let Some(slot) = ConnectionSlot::take(slot, &per_ip, remote.ip(), max_per_ip)
+                else {
+                    tracing::info!(peer = %remote.ip(), "connection refused: too many from this address");
+                    drop(stream);
+                    continue;
                 };
                 let acceptor = acceptor.clone();
                 let handshake_done = sender.clone();

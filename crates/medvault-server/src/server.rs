@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::{AppState, hddt_router, patient_router};
 use crate::client_auth::{AllowList, AllowListVerifier};
 use crate::config::{Config, DatabaseConfig, TlsSource};
-use crate::listener::{HttpLimits, TlsListener, serve_connections};
+use crate::listener::{ConnectionLimits, HttpLimits, TlsListener, serve_connections};
 use crate::tls::{
     ClockTimeProvider, ServerIdentity, TlsSetupError, check_production_certificate,
     development_identity, load_identity, policy_provider, write_file,
@@ -355,7 +355,10 @@ fn serve(
         tcp,
         TlsAcceptor::from(tls),
         config.handshake_timeout,
-        config.max_connections,
+        ConnectionLimits {
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+        },
     )
     .map_err(|error| StartError::Bind {
         setting: "listen",

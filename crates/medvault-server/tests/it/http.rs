@@ -241,3 +241,48 @@ async fn connections_over_the_limit_wait_until_one_closes() {
     assert!(matches!(third, Ok(Ok(_))), "the slot was not released");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_address_gets_at_most_its_share_of_connections() {
+    use std::sync::Arc;
+    let server =
+        TestServer::start_with(Backend::Sqlite, |raw| raw.max_connections_per_ip = Some(2))
+            .await
+            .unwrap();
+    let config = server
+        .rustls_client_config(rustls::crypto::aws_lc_rs::default_provider(), None)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(server.patient_addr())
+            .await
+            .unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            connector.connect(name.clone(), tcp),
+        )
+        .await
+    };
+    let first = connect().await.unwrap().unwrap();
+    let second = connect().await.unwrap().unwrap();
+    // The third from the same address is closed at once (not left waiting).
+    let third = connect().await.expect("closed promptly, not queued");
+    assert!(
+        third.is_err(),
+        "a third connection from one address was accepted"
+    );
+    drop(first);
+    // Give the server a moment to notice the close and free the slot.
+    let mut accepted = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if matches!(connect().await, Ok(Ok(_))) {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the slot of a closed connection was not released");
+    drop(second);
+    server.stop().await;
+}
