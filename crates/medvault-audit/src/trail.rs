@@ -8,7 +8,7 @@ use medvault_store::{
     AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, Store, StoreError, from_unix_micros,
     to_unix_micros,
 };
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use crate::chain::{GENESIS, checkpoint_hash, checkpoint_message, entry_hash};
 use crate::checkpoint::{CheckpointKey, CheckpointVerifier};
@@ -54,22 +54,9 @@ impl Default for Retention {
     }
 }
 
-/// What `query` returns. Every condition that is set must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditQuery {
-    /// Only entries about this subject.
-    pub subject: Option<String>,
-    /// Only entries of this event type.
-    pub event_type: Option<String>,
-    /// Only entries recorded at or after this instant.
-    pub from: Option<OffsetDateTime>,
-    /// Only entries recorded before this instant.
-    pub until: Option<OffsetDateTime>,
-    /// Only entries after this `seq` (paging).
-    pub after_seq: Option<i64>,
-    /// At most this many (capped at 1000; 0 means 100).
-    pub limit: u32,
-}
+/// What `query` returns: the store's filter (every condition that is set must
+/// hold). [`AuditTrail::query`] treats a `limit` of 0 as 100 and caps it at 1000.
+pub type AuditQuery = AuditFilter;
 
 /// Where and why the chain does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -269,12 +256,8 @@ impl AuditTrail {
             limit => limit.min(MAX_QUERY_LIMIT),
         };
         let filter = AuditFilter {
-            subject: query.subject.clone(),
-            event_type: query.event_type.clone(),
-            from: query.from,
-            until: query.until,
-            after_seq: query.after_seq,
             limit,
+            ..query.clone()
         };
         Ok(self
             .store
