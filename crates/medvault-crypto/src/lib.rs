@@ -1,0 +1,39 @@
+//! medvault's key hierarchy (accounts and PKI, DESIGN.md §3).
+//!
+//! This crate owns the cryptographic objects of a participant's keys, built only
+//! from well-kept primitives (aws-lc-rs, and rustls's RFC 9180 HPKE on top of it):
+//!
+//! - [`RootCredential`]: the X25519 HPKE key pair every document for a participant
+//!   is sealed to. Generated on the client; its private half leaves the client
+//!   only wrapped ([`WrappedRootKey`]).
+//! - [`seal`] / [`RootCredential::open`]: HPKE base mode,
+//!   DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, with the document's
+//!   context bound into HPKE's `info` and its metadata into the AEAD's AAD.
+//! - [`KeyEncryptionKey`]: 32 bytes derived (HKDF-SHA256) from what a working
+//!   credential yields (an OPAQUE export key, an ECDH secret of a smartcard, ...);
+//!   it wraps the Root Credential's private key with AES-256-GCM, bound to the
+//!   participant and the working credential so a wrapped copy cannot be moved.
+//!
+//! Invariants: secret keys are zeroized on drop and their `Debug` prints no key
+//! material; no secret type implements `Clone` without need, `Serialize` never.
+
+mod kek;
+mod root;
+
+pub use kek::{KeyEncryptionKey, WrapBinding, WrappedRootKey};
+pub use root::{RootCredential, RootPrivateKey, RootPublicKey, SealContext, SealedDocument, seal};
+
+/// A cryptographic operation failed. Deliberately uninformative: which check
+/// failed (wrong key, changed ciphertext, wrong context) is not told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// Decryption or authentication failed.
+    #[error("decryption failed")]
+    Decrypt,
+    /// Encryption or key generation failed (the crypto library refused).
+    #[error("encryption failed")]
+    Encrypt,
+    /// A key or encapsulation has the wrong length or form.
+    #[error("malformed key material")]
+    Malformed,
+}
