@@ -329,3 +329,39 @@ mod tests {
         assert!(matches!(detail.to_json(), Err(DetailError::TooLarge(_))));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_key_or_value_is_accepted_or_refused_without_panic(key in ".{0,64}", value in ".{0,256}") {
+            if let Ok(detail) = AuditDetail::new().with(&key, value) {
+                let _ = detail.to_json();
+            }
+        }
+
+        #[test]
+        fn a_forbidden_word_is_refused_whatever_surrounds_it(
+            prefix in "[a-z]{0,8}",
+            word in prop::sample::select(FORBIDDEN_WORDS.to_vec()),
+            suffix in "[a-z]{0,8}",
+        ) {
+            let key = format!("{prefix}_{word}_{suffix}");
+            prop_assert!(AuditDetail::new().with(&key, "x").is_err(), "{} was accepted", key);
+        }
+
+        #[test]
+        fn a_forbidden_fragment_is_refused_inside_any_compound(
+            prefix in "[a-z]{0,8}",
+            fragment in prop::sample::select(FORBIDDEN_FRAGMENTS.to_vec()),
+            suffix in "[a-z]{0,8}",
+        ) {
+            let key = format!("{prefix}{fragment}{suffix}");
+            prop_assert!(AuditDetail::new().with(&key, "x").is_err(), "{} was accepted", key);
+        }
+    }
+}

@@ -12,4 +12,5 @@
 
 mod http;
 mod mtls;
+mod parsers;
 mod tls_policy;
