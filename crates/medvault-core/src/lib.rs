@@ -7,6 +7,8 @@
 
 pub mod clock;
 pub mod fingerprint;
+pub mod participant;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fingerprint::CertificateFingerprint;
+pub use participant::{DisplayName, InstitutionKind, ParticipantKind, Uid};

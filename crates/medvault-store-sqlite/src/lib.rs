@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use medvault_store::{
     AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore, BackendKind,
-    ClientCertificateRowV1, ClientCertificateStore, Migration, Store, StoreError,
-    check_schema_not_newer, from_unix_micros, to_unix_micros,
+    ClientCertificateRowV1, ClientCertificateStore, Migration, ParticipantRowV1, ParticipantStore,
+    Store, StoreError, check_schema_not_newer, from_unix_micros, to_unix_micros,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -25,11 +25,18 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 /// The migrations of the SQLite schema, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "audit trail and registered client certificates",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "audit trail and registered client certificates",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "participants and their directory entries",
+        sql: include_str!("../migrations/0002_participants.sql"),
+    },
+];
 
 /// How long a connection waits for a lock held by another before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -392,6 +399,49 @@ impl ClientCertificateStore for SqliteStore {
         .await
         .map_err(map_error)?;
         rows.iter().map(client_certificate).collect()
+    }
+}
+
+fn participant(row: &SqliteRow) -> Result<ParticipantRowV1, StoreError> {
+    Ok(ParticipantRowV1 {
+        uid: row.try_get("uid").map_err(map_error)?,
+        kind: row.try_get("kind").map_err(map_error)?,
+        display_name: row.try_get("display_name").map_err(map_error)?,
+        root_public_key: row.try_get("root_public_key").map_err(map_error)?,
+        registered_at: from_unix_micros(row.try_get("registered_at_us").map_err(map_error)?)?,
+    })
+}
+
+#[async_trait]
+impl ParticipantStore for SqliteStore {
+    async fn insert_participant(&self, participant: &ParticipantRowV1) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO participants (uid, format, kind, display_name, root_public_key, registered_at_us)
+             VALUES (?, 1, ?, ?, ?, ?)",
+        )
+        .bind(&participant.uid)
+        .bind(&participant.kind)
+        .bind(&participant.display_name)
+        .bind(&participant.root_public_key)
+        .bind(to_unix_micros(participant.registered_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|error| match map_error(error) {
+            StoreError::Conflict(_) => StoreError::Conflict("participant"),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn participant(&self, uid: &str) -> Result<Option<ParticipantRowV1>, StoreError> {
+        let row = sqlx::query(
+            "SELECT uid, kind, display_name, root_public_key, registered_at_us FROM participants WHERE uid = ?",
+        )
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.as_ref().map(participant).transpose()
     }
 }
 

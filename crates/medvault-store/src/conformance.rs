@@ -21,7 +21,8 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, ClientCertificateRowV1, Store, StoreError,
+    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, ClientCertificateRowV1, ParticipantRowV1,
+    Store, StoreError,
 };
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
@@ -48,6 +49,7 @@ macro_rules! store_conformance_tests {
             audit_checkpoints_are_unique_per_number,
             purge_deletes_through_checkpoint_atomically,
             client_certificates_register_and_remove,
+            participants_are_stored_once_and_patients_stay_nameless,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -332,4 +334,65 @@ pub async fn client_certificates_register_and_remove(store: &dyn Store) {
         store.client_certificates().await.unwrap(),
         vec![sample_certificate(3)]
     );
+}
+
+fn sample_participant(uid: &str, kind: &str, display_name: Option<&str>) -> ParticipantRowV1 {
+    ParticipantRowV1 {
+        uid: uid.to_owned(),
+        kind: kind.to_owned(),
+        display_name: display_name.map(str::to_owned),
+        root_public_key: vec![9; 32],
+        registered_at: T0,
+    }
+}
+
+/// A UID is stored once; the database itself refuses a named patient or a nameless practice.
+pub async fn participants_are_stored_once_and_patients_stay_nameless(store: &dyn Store) {
+    let patient = sample_participant("3f2c1d9e-1b7a-4c55-9a0e-2f6d8b1c4e70", "patient", None);
+    let practice = sample_participant(
+        "8a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        "institution:practice",
+        Some("Praxis Dr. Weiß"),
+    );
+    store.insert_participant(&patient).await.unwrap();
+    store.insert_participant(&practice).await.unwrap();
+    assert_eq!(
+        store.participant(&patient.uid).await.unwrap(),
+        Some(patient.clone())
+    );
+    assert_eq!(
+        store.participant(&practice.uid).await.unwrap(),
+        Some(practice)
+    );
+    assert_eq!(
+        store
+            .participant("00000000-0000-4000-8000-000000000000")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let reuse = sample_participant(&patient.uid, "hcp", Some("Dr. Other"));
+    let outcome = store.insert_participant(&reuse).await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
+
+    let named_patient = sample_participant(
+        "11111111-2222-4333-8444-555555555555",
+        "patient",
+        Some("Erika M."),
+    );
+    assert!(store.insert_participant(&named_patient).await.is_err());
+    let nameless_practice = sample_participant(
+        "66666666-7777-4888-9999-000000000000",
+        "institution:practice",
+        None,
+    );
+    assert!(store.insert_participant(&nameless_practice).await.is_err());
+    let unknown_kind =
+        sample_participant("66666666-7777-4888-9999-111111111111", "admin", Some("x"));
+    assert!(store.insert_participant(&unknown_kind).await.is_err());
+    assert_eq!(store.participant(&named_patient.uid).await.unwrap(), None);
 }

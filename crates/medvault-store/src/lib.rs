@@ -14,12 +14,14 @@ pub mod audit;
 pub mod client_certificates;
 pub mod conformance;
 mod error;
+pub mod participants;
 
 use async_trait::async_trait;
 
 pub use audit::{AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore};
 pub use client_certificates::{ClientCertificateRowV1, ClientCertificateStore};
 pub use error::StoreError;
+pub use participants::{ParticipantRowV1, ParticipantStore};
 
 /// Which database engine a store talks to (for logs and `/ready`, never for branching).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +47,9 @@ impl BackendKind {
 /// Each aggregate has its own trait; `Store` joins them so the server can hand
 /// one `Arc<dyn Store>` to every domain service.
 #[async_trait]
-pub trait Store: AuditStore + ClientCertificateStore + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    AuditStore + ClientCertificateStore + ParticipantStore + Send + Sync + std::fmt::Debug
+{
     /// Which engine this is.
     fn backend(&self) -> BackendKind;
 

@@ -449,6 +449,22 @@ impl medvault_store::ClientCertificateStore for PurgeDuringVerify {
 }
 
 #[async_trait::async_trait]
+impl medvault_store::ParticipantStore for PurgeDuringVerify {
+    async fn insert_participant(
+        &self,
+        participant: &medvault_store::ParticipantRowV1,
+    ) -> Result<(), medvault_store::StoreError> {
+        self.inner.insert_participant(participant).await
+    }
+    async fn participant(
+        &self,
+        uid: &str,
+    ) -> Result<Option<medvault_store::ParticipantRowV1>, medvault_store::StoreError> {
+        self.inner.participant(uid).await
+    }
+}
+
+#[async_trait::async_trait]
 impl medvault_store::Store for PurgeDuringVerify {
     fn backend(&self) -> medvault_store::BackendKind {
         self.inner.backend()
