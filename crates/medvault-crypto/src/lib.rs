@@ -14,12 +14,17 @@
 //!   it wraps the Root Credential's private key with AES-256-GCM, bound to the
 //!   participant and the working credential so a wrapped copy cannot be moved.
 //!
+//! - [`ParticipantCa`] / [`PinnedCa`]: ES256-signed certificates binding a Root
+//!   Credential public key to a UID, checked by clients against a pinned CA key.
+//!
 //! Invariants: secret keys are zeroized on drop and their `Debug` prints no key
 //! material; no secret type implements `Clone` without need, `Serialize` never.
 
+mod certificate;
 mod kek;
 mod root;
 
+pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIFICATE_TYPE};
 pub use kek::{KeyEncryptionKey, WrapBinding, WrappedRootKey};
 pub use root::{RootCredential, RootPrivateKey, RootPublicKey, SealContext, SealedDocument, seal};
 
