@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, Outcome};
 use medvault_core::{Clock, DisplayName, ParticipantKind, Uid};
-use medvault_crypto::RootPublicKey;
+use medvault_crypto::{ParticipantCa, RootPublicKey};
 use medvault_store::{ParticipantRowV1, Store, StoreError};
 
 /// What a new participant brings: their kind, a name if they are an institution
@@ -30,6 +30,9 @@ pub struct DirectoryEntry {
     pub display_name: Option<DisplayName>,
     /// The key documents for this participant are sealed to.
     pub root_public_key: RootPublicKey,
+    /// The participant CA's certificate binding that key to the UID: a client
+    /// checks it against its pinned CA before sealing anything to the key.
+    pub root_key_certificate: String,
 }
 
 /// Why a registration or lookup failed, named for what the caller does next.
@@ -41,6 +44,9 @@ pub enum RegistrationError {
     /// A patient came with a display name: their directory entry must name nothing.
     #[error("a patient's directory entry holds no name")]
     NameForbidden,
+    /// The certificate for the Root Credential could not be made; nothing was registered.
+    #[error("the root key certificate could not be issued")]
+    Certificate,
     /// The database failed; nothing was registered.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,6 +58,10 @@ pub enum RegistrationError {
     Corrupt(&'static str),
 }
 
+/// How long a Root Credential certificate is valid (five years; the root key
+/// itself lives as long as the account).
+const ROOT_KEY_CERTIFICATE_LIFETIME_SECONDS: i64 = 5 * 365 * 86_400;
+
 /// How many fresh UIDs registration tries before giving up (a collision of
 /// 122 random bits does not happen; a broken random source might).
 const UID_ATTEMPTS: usize = 3;
@@ -62,15 +72,23 @@ pub struct Directory {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     audit: Arc<AuditTrail>,
+    ca: Arc<ParticipantCa>,
 }
 
 impl Directory {
-    /// A directory over `store`, auditing into `audit`.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, audit: Arc<AuditTrail>) -> Self {
+    /// A directory over `store`, auditing into `audit`, certifying Root
+    /// Credentials with `ca`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        audit: Arc<AuditTrail>,
+        ca: Arc<ParticipantCa>,
+    ) -> Self {
         Self {
             store,
             clock,
             audit,
+            ca,
         }
     }
 
@@ -86,6 +104,18 @@ impl Directory {
         }
         for _ in 0..UID_ATTEMPTS {
             let uid = Uid::generate();
+            let now = self.clock.now();
+            let issued_at = now.unix_timestamp();
+            let root_key_certificate = self
+                .ca
+                .certify_root_key(
+                    &uid.to_string(),
+                    registration.kind.as_str(),
+                    &registration.root_public_key,
+                    issued_at,
+                    issued_at.saturating_add(ROOT_KEY_CERTIFICATE_LIFETIME_SECONDS),
+                )
+                .map_err(|_| RegistrationError::Certificate)?;
             let row = ParticipantRowV1 {
                 uid: uid.to_string(),
                 kind: registration.kind.as_str().to_owned(),
@@ -94,7 +124,8 @@ impl Directory {
                     .as_ref()
                     .map(|name| name.as_str().to_owned()),
                 root_public_key: registration.root_public_key.as_bytes().to_vec(),
-                registered_at: self.clock.now(),
+                root_key_certificate,
+                registered_at: now,
             };
             match self.store.insert_participant(&row).await {
                 Ok(()) => {
@@ -142,6 +173,7 @@ impl Directory {
             kind,
             display_name,
             root_public_key,
+            root_key_certificate: row.root_key_certificate,
         }))
     }
 }

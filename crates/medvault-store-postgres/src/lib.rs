@@ -413,6 +413,7 @@ fn participant(row: &PgRow) -> Result<ParticipantRowV1, StoreError> {
         kind: row.try_get("kind").map_err(map_error)?,
         display_name: row.try_get("display_name").map_err(map_error)?,
         root_public_key: row.try_get("root_public_key").map_err(map_error)?,
+        root_key_certificate: row.try_get("root_key_certificate").map_err(map_error)?,
         registered_at: from_unix_micros(row.try_get("registered_at_us").map_err(map_error)?)?,
     })
 }
@@ -421,13 +422,14 @@ fn participant(row: &PgRow) -> Result<ParticipantRowV1, StoreError> {
 impl ParticipantStore for PostgresStore {
     async fn insert_participant(&self, participant: &ParticipantRowV1) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO participants (uid, format, kind, display_name, root_public_key, registered_at_us)
-             VALUES ($1, 1, $2, $3, $4, $5)",
+            "INSERT INTO participants (uid, format, kind, display_name, root_public_key, root_key_certificate, registered_at_us)
+             VALUES ($1, 1, $2, $3, $4, $5, $6)",
         )
         .bind(&participant.uid)
         .bind(&participant.kind)
         .bind(&participant.display_name)
         .bind(&participant.root_public_key)
+        .bind(&participant.root_key_certificate)
         .bind(to_unix_micros(participant.registered_at))
         .execute(&self.pool)
         .await
@@ -440,7 +442,7 @@ impl ParticipantStore for PostgresStore {
 
     async fn participant(&self, uid: &str) -> Result<Option<ParticipantRowV1>, StoreError> {
         let row = sqlx::query(
-            "SELECT uid, kind, display_name, root_public_key, registered_at_us FROM participants WHERE uid = $1",
+            "SELECT uid, kind, display_name, root_public_key, root_key_certificate, registered_at_us FROM participants WHERE uid = $1",
         )
         .bind(uid)
         .fetch_optional(&self.pool)

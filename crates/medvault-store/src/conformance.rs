@@ -342,6 +342,7 @@ fn sample_participant(uid: &str, kind: &str, display_name: Option<&str>) -> Part
         kind: kind.to_owned(),
         display_name: display_name.map(str::to_owned),
         root_public_key: vec![9; 32],
+        root_key_certificate: format!("header.{uid}.signature"),
         registered_at: T0,
     }
 }

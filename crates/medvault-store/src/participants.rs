@@ -20,6 +20,8 @@ pub struct ParticipantRowV1 {
     pub display_name: Option<String>,
     /// The Root Credential's public key (raw X25519, 32 bytes).
     pub root_public_key: Vec<u8>,
+    /// The participant CA's certificate binding that key to the UID.
+    pub root_key_certificate: String,
     /// When the participant registered.
     pub registered_at: OffsetDateTime,
 }

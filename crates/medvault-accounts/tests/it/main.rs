@@ -12,7 +12,7 @@ use std::sync::Arc;
 use medvault_accounts::{Directory, Registration, RegistrationError};
 use medvault_audit::{AuditQuery, AuditTrail, CheckpointKey};
 use medvault_core::{DisplayName, InstitutionKind, ManualClock, ParticipantKind};
-use medvault_crypto::RootCredential;
+use medvault_crypto::{ParticipantCa, PinnedCa, RootCredential, SealContext, seal};
 use medvault_store::Store;
 use medvault_store_sqlite::SqliteStore;
 use time::macros::datetime;
@@ -20,6 +20,7 @@ use time::macros::datetime;
 struct Fixture {
     directory: Directory,
     audit: Arc<AuditTrail>,
+    pinned: PinnedCa,
     _dir: tempfile::TempDir,
 }
 
@@ -33,8 +34,10 @@ async fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new(datetime!(2026-11-23 09:00 UTC)));
     let (key, _) = CheckpointKey::generate().unwrap();
     let audit = Arc::new(AuditTrail::new(store.clone(), clock.clone(), Arc::new(key)));
+    let (ca, _) = ParticipantCa::generate().unwrap();
     Fixture {
-        directory: Directory::new(store, clock, audit.clone()),
+        pinned: ca.pinned(),
+        directory: Directory::new(store, clock, audit.clone(), Arc::new(ca)),
         audit,
         _dir: dir,
     }
@@ -144,5 +147,59 @@ async fn unknown_uids_have_no_entry() {
             .await
             .unwrap(),
         None
+    );
+}
+
+#[tokio::test]
+async fn a_client_seals_only_to_a_key_the_pinned_ca_certified_for_that_uid() {
+    let fixture = fixture().await;
+    let (practice, recipient) = registration(
+        ParticipantKind::Institution(InstitutionKind::Practice),
+        Some("Praxis Nord"),
+    );
+    let uid = fixture.directory.register(practice).await.unwrap();
+    let entry = fixture.directory.entry(uid).await.unwrap().unwrap();
+    let now = datetime!(2026-11-23 10:00 UTC).unix_timestamp();
+
+    // The sender's SDK checks the certificate against its pinned CA ...
+    let certified = fixture
+        .pinned
+        .verify_root_key(&entry.root_key_certificate, &uid.to_string(), now)
+        .unwrap();
+    assert_eq!(&certified.root_public_key, recipient.public_key());
+    let context = SealContext::new(uid.to_string().as_bytes());
+    let sealed = seal(&certified.root_public_key, &context, b"", b"referral").unwrap();
+    assert_eq!(
+        recipient.open(&context, b"", &sealed).unwrap().as_slice(),
+        b"referral"
+    );
+
+    // ... so a server that hands out another participant's certificate, or its own
+    // key with a certificate from another CA, is caught before anything is sealed.
+    let (other, _) = registration(ParticipantKind::Patient, None);
+    let other_uid = fixture.directory.register(other).await.unwrap();
+    let other_entry = fixture.directory.entry(other_uid).await.unwrap().unwrap();
+    assert!(
+        fixture
+            .pinned
+            .verify_root_key(&other_entry.root_key_certificate, &uid.to_string(), now)
+            .is_err()
+    );
+    let (rogue_ca, _) = ParticipantCa::generate().unwrap();
+    let attacker = RootCredential::generate().unwrap();
+    let rogue = rogue_ca
+        .certify_root_key(
+            &uid.to_string(),
+            "institution:practice",
+            attacker.public_key(),
+            now - 1,
+            now + 3600,
+        )
+        .unwrap();
+    assert!(
+        fixture
+            .pinned
+            .verify_root_key(&rogue, &uid.to_string(), now)
+            .is_err()
     );
 }
