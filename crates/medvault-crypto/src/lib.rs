@@ -14,6 +14,8 @@
 //!   it wraps the Root Credential's private key with AES-256-GCM, bound to the
 //!   participant and the working credential so a wrapped copy cannot be moved.
 //!
+//! - [`password`]: the password working credential, OPAQUE (RFC 9807) with
+//!   ristretto255 and Argon2id; its export key feeds [`KeyEncryptionKey::derive`].
 //! - [`ParticipantCa`] / [`PinnedCa`]: ES256-signed certificates binding a Root
 //!   Credential public key to a UID, checked by clients against a pinned CA key.
 //!
@@ -22,6 +24,7 @@
 
 mod certificate;
 mod kek;
+pub mod password;
 mod root;
 
 pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIFICATE_TYPE};
