@@ -16,6 +16,8 @@
 //!
 //! - [`password`]: the password working credential, OPAQUE (RFC 9807) with
 //!   ristretto255 and Argon2id; its export key feeds [`KeyEncryptionKey::derive`].
+//! - [`RecoveryCode`]: SuperPIN (125 bits) and TAN (80 bits) codes, shown once in
+//!   groups; a verifier for the server and, independently, KEK input for the client.
 //! - [`ParticipantCa`] / [`PinnedCa`]: ES256-signed certificates binding a Root
 //!   Credential public key to a UID, checked by clients against a pinned CA key.
 //!
@@ -23,11 +25,13 @@
 //! material; no secret type implements `Clone` without need, `Serialize` never.
 
 mod certificate;
+mod codes;
 mod kek;
 pub mod password;
 mod root;
 
 pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIFICATE_TYPE};
+pub use codes::{CodeKind, RecoveryCode};
 pub use kek::{KeyEncryptionKey, WrapBinding, WrappedRootKey};
 pub use root::{RootCredential, RootPrivateKey, RootPublicKey, SealContext, SealedDocument, seal};
 
