@@ -18,6 +18,9 @@
 //!   ristretto255 and Argon2id; its export key feeds [`KeyEncryptionKey::derive`].
 //! - [`RecoveryCode`]: SuperPIN (125 bits) and TAN (80 bits) codes, shown once in
 //!   groups; a verifier for the server and, independently, KEK input for the client.
+//! - [`SoftwareKey`], [`seal_ecdh_envelope`], [`verify_challenge`]: P-256
+//!   credentials (software certificate; the smartcard does the same on the card):
+//!   challenge-signature login and an ECDH envelope as KEK input.
 //! - [`ParticipantCa`] / [`PinnedCa`]: ES256-signed certificates binding a Root
 //!   Credential public key to a UID, checked by clients against a pinned CA key.
 //!
@@ -26,12 +29,14 @@
 
 mod certificate;
 mod codes;
+mod ec;
 mod kek;
 pub mod password;
 mod root;
 
 pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIFICATE_TYPE};
 pub use codes::{CodeKind, RecoveryCode};
+pub use ec::{EcdhEnvelope, SoftwareKey, login_challenge, seal_ecdh_envelope, verify_challenge};
 pub use kek::{KeyEncryptionKey, WrapBinding, WrappedRootKey};
 pub use root::{RootCredential, RootPrivateKey, RootPublicKey, SealContext, SealedDocument, seal};
 
