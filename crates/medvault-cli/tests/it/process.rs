@@ -25,6 +25,15 @@ pub fn command(args: &[&str]) -> Command {
     command
 }
 
+/// Asserts that `output` exited with `code` after saying exactly one line on
+/// stderr, and returns that line.
+pub fn one_line_failure(output: &Output, code: i32) -> String {
+    assert_eq!(output.status.code(), Some(code), "{output:?}");
+    let lines = stderr_lines(output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines.into_iter().next().unwrap_or_default()
+}
+
 pub fn stderr_lines(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stderr)
         .lines()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::process::{Server, https_client, run, stderr_lines};
+use crate::process::{Server, https_client, one_line_failure, run};
 
 #[test]
 fn a_bad_setting_exits_2_with_one_line_naming_it() {
@@ -46,10 +46,8 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
     ];
     for (args, setting) in cases {
         let output = run(args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        let lines = stderr_lines(&output);
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains(setting), "{lines:?}");
+        let line = one_line_failure(&output, 2);
+        assert!(line.contains(setting), "{line}");
     }
     // The same through a TOML file and an environment variable.
     let file = dir.path().join("medvault.toml");
@@ -65,18 +63,14 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         "--data-dir",
         data_dir,
     ]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr_lines(&output)[0].contains("hddt_listen:"),
-        "{:?}",
-        stderr_lines(&output)
-    );
+    let line = one_line_failure(&output, 2);
+    assert!(line.contains("hddt_listen:"), "{line}");
     let output = crate::process::command(&["serve", "--dev", "--data-dir", data_dir])
         .env("MEDVAULT_BODY_LIMIT_BYTES", "1")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(stderr_lines(&output)[0].contains("body_limit_bytes:"));
+    let line = one_line_failure(&output, 2);
+    assert!(line.contains("body_limit_bytes:"), "{line}");
 }
 
 #[test]
@@ -94,14 +88,9 @@ fn an_unreachable_database_is_one_clear_line() {
         "--database",
         "postgres://medvault:hunter2@127.0.0.1:1/medvault",
     ]);
-    assert_eq!(output.status.code(), Some(1));
-    let lines = stderr_lines(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("database"), "{lines:?}");
-    assert!(
-        !lines[0].contains("hunter2"),
-        "the password leaked: {lines:?}"
-    );
+    let line = one_line_failure(&output, 1);
+    assert!(line.contains("database"), "{line}");
+    assert!(!line.contains("hunter2"), "the password leaked: {line}");
 }
 
 #[test]
@@ -119,11 +108,9 @@ fn a_port_in_use_is_one_clear_line() {
         "--hddt-listen",
         "127.0.0.1:0",
     ]);
-    assert_eq!(output.status.code(), Some(1));
-    let lines = stderr_lines(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains(&format!("listen {port}")), "{lines:?}");
-    assert!(lines[0].to_lowercase().contains("in use"), "{lines:?}");
+    let line = one_line_failure(&output, 1);
+    assert!(line.contains(&format!("listen {port}")), "{line}");
+    assert!(line.to_lowercase().contains("in use"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,13 +410,8 @@ async fn refuses_to_start_on_a_schema_newer_than_it_knows() {
         "--hddt-listen",
         "127.0.0.1:0",
     ]);
-    assert_eq!(output.status.code(), Some(1));
-    let lines = stderr_lines(&output);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(
-        lines[0].contains("schema version 4242 is newer"),
-        "{lines:?}"
-    );
+    let line = one_line_failure(&output, 1);
+    assert!(line.contains("schema version 4242 is newer"), "{line}");
 }
 
 #[test]
@@ -496,9 +478,7 @@ fn production_mode_refuses_a_self_signed_or_misnamed_certificate() {
             "--fhir-base-url",
             "https://ddr.example.com:9443/fhir",
         ]);
-        assert_eq!(output.status.code(), Some(1), "{expected}");
-        let lines = stderr_lines(&output);
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains(expected), "{lines:?}");
+        let line = one_line_failure(&output, 1);
+        assert!(line.contains(expected), "{line}");
     }
 }

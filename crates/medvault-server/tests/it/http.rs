@@ -1,5 +1,6 @@
 //! Routes, limits and error format common to both listeners.
 
+use crate::assert_problem_json;
 use medvault_testkit::{Backend, TestServer};
 
 #[tokio::test]
@@ -35,10 +36,7 @@ async fn ready_fails_when_the_database_is_gone() {
         .await
         .unwrap();
     assert_eq!(response.status(), 503);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_problem_json(&response);
     // Liveness does not depend on the database.
     assert_eq!(
         client
@@ -61,10 +59,7 @@ async fn unknown_paths_are_problem_json_404() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_problem_json(&response);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], 404);
     server.stop().await;
@@ -83,10 +78,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_problem_json(&response);
     server.stop().await;
 }
 
@@ -172,10 +164,7 @@ async fn a_request_over_the_timeout_gets_408_problem_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), 408);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_problem_json(&response);
     server.stop().await;
 }
 

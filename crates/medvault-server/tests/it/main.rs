@@ -14,3 +14,11 @@ mod http;
 mod mtls;
 mod parsers;
 mod tls_policy;
+
+/// Asserts that a response carries an RFC 9457 problem document.
+fn assert_problem_json(response: &reqwest::Response) {
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}

@@ -1,6 +1,7 @@
 //! Mutual TLS on the HDDT listener: the live allow-list, checked at the
 //! handshake and on every request.
 
+use crate::assert_problem_json;
 use std::sync::Arc;
 
 use medvault_audit::AuditQuery;
@@ -40,10 +41,7 @@ async fn public_routes_need_no_certificate_and_others_refuse_without_one() {
     for path in ["/client-certificate", "/anything-else"] {
         let response = client.get(server.hddt_url(path)).send().await.unwrap();
         assert_eq!(response.status(), 401, "{path}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json"
-        );
+        assert_problem_json(&response);
     }
     // The refusals are in the audit trail as unauthorized access attempts.
     let denied = server
