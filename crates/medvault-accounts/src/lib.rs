@@ -1,14 +1,29 @@
-//! Accounts and PKI (spec 000): participants and the directory.
+//! Accounts and PKI (spec 000): participants, the directory, working
+//! credentials, logins and sessions.
 //!
 //! This crate owns registration of patients, institutions and health care
-//! professionals and the directory entry each gets: kind, Root Credential public
-//! key and, for institutions and professionals only, a display name. Working
-//! credentials, sessions and sealed documents build on it.
+//! professionals with their first working credentials ([`Directory`]), the
+//! directory entry each gets (kind, Root Credential public key and
+//! certificate, working-credential certificates and, for institutions and
+//! professionals only, a display name), the checks on an enrolled credential
+//! ([`Enrolment`]), and every login path, session and credential change
+//! ([`Accounts`]). Sealed documents build on it.
 //!
-//! Invariants: a UID is random and never reused (the store's key refuses a
-//! second row); a patient's directory entry names nothing; every registration is
-//! in the audit trail, with the UID as subject and no name in the detail.
+//! Invariants: a UID is never reused (the store's key refuses a second row); a
+//! patient's directory entry names nothing; a registration stores the
+//! participant and its credentials together or not at all; the server stores
+//! only wrapped keys it cannot open and hashes of session tokens and code
+//! proofs; every registration, login, logout and credential change is in the
+//! audit trail, with no name, email or secret in the detail.
 
 mod directory;
+mod enrolment;
+mod login;
 
 pub use directory::{Directory, DirectoryEntry, Registration, RegistrationError};
+pub use enrolment::{Enrolment, EnrolmentError, MAX_TANS, PASSWORD_SUITE, PasswordEnrolment};
+pub use login::{
+    Accounts, CredentialError, CredentialInfo, LoginError, LoginGrant, LoginPolicy,
+    SESSION_TOKEN_PREFIX, Session, SessionToken,
+};
+pub use medvault_crypto::EnrolmentSlot;

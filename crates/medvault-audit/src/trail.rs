@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use medvault_core::Clock;
 use medvault_store::{
-    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, Store, StoreError, from_unix_micros,
+    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore, StoreError, from_unix_micros,
     to_unix_micros,
 };
 use time::Duration;
@@ -169,7 +169,7 @@ pub enum AuditError {
 /// The audit trail over a store.
 #[derive(Debug)]
 pub struct AuditTrail {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AuditStore>,
     clock: Arc<dyn Clock>,
     key: Arc<CheckpointKey>,
     verifier: CheckpointVerifier,
@@ -180,7 +180,7 @@ pub struct AuditTrail {
 
 impl AuditTrail {
     /// A trail that signs checkpoints with `key` and trusts checkpoints made with it.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, key: Arc<CheckpointKey>) -> Self {
+    pub fn new(store: Arc<dyn AuditStore>, clock: Arc<dyn Clock>, key: Arc<CheckpointKey>) -> Self {
         let verifier = key.verifier();
         Self {
             store,

@@ -6,9 +6,11 @@
 //! live elsewhere and are converted explicitly.
 
 pub mod clock;
+pub mod credential;
 pub mod fingerprint;
 pub mod participant;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use credential::{Email, InvalidEmail, WorkingCredentialKind};
 pub use fingerprint::CertificateFingerprint;
 pub use participant::{DisplayName, InstitutionKind, ParticipantKind, Uid};

@@ -39,9 +39,9 @@ struct RootKeyClaims {
 
 /// The participant CA's signing key (a long-lived server secret).
 pub struct ParticipantCa {
-    pkcs8: Zeroizing<Vec<u8>>,
-    public_key: Vec<u8>,
-    key_id: String,
+    pub(crate) pkcs8: Zeroizing<Vec<u8>>,
+    pub(crate) public_key: Vec<u8>,
+    pub(crate) key_id: String,
 }
 
 impl fmt::Debug for ParticipantCa {
@@ -112,8 +112,8 @@ impl ParticipantCa {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinnedCa {
     /// Uncompressed SEC1 P-256 point.
-    public_key: Vec<u8>,
-    key_id: String,
+    pub(crate) public_key: Vec<u8>,
+    pub(crate) key_id: String,
 }
 
 /// What a verified Root Credential certificate says.
@@ -189,7 +189,7 @@ impl PinnedCa {
     }
 }
 
-fn key_id(public_key: &[u8]) -> String {
+pub(crate) fn key_id(public_key: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public_key);
     URL_SAFE_NO_PAD.encode(digest.as_ref().get(..16).unwrap_or_default())
 }

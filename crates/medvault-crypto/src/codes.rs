@@ -20,6 +20,41 @@ use crate::CryptoError;
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const VERIFIER_INFO: &[u8] = b"medvault.code.verifier.v1";
 const KEY_MATERIAL_INFO: &[u8] = b"medvault.code.key-material.v1";
+const SALT_DOMAIN: &[u8] = b"medvault.code-salt.v1\0";
+const STORED_PROOF_DOMAIN: &[u8] = b"medvault.code.stored-proof.v1\0";
+
+/// The salt of a participant's code: their UID, the kind and the code's number
+/// (the TAN's number on the printed list; 0 for the SuperPIN). Public and
+/// computable by the client from what is printed with the codes.
+pub fn code_salt(uid: &str, kind: CodeKind, number: u32) -> Vec<u8> {
+    let label: &[u8] = match kind {
+        CodeKind::SuperPin => b"superpin",
+        CodeKind::Tan => b"tan",
+    };
+    let mut salt = Vec::with_capacity(SALT_DOMAIN.len() + uid.len() + 16);
+    salt.extend_from_slice(SALT_DOMAIN);
+    salt.extend_from_slice(uid.as_bytes());
+    salt.push(0);
+    salt.extend_from_slice(label);
+    salt.push(0);
+    salt.extend_from_slice(&number.to_be_bytes());
+    salt
+}
+
+/// What the server stores for a code: a hash of the login proof the client
+/// sends ([`RecoveryCode::verifier`]). A database thief gets neither the code,
+/// nor its key material, nor a proof that would log in.
+pub fn stored_proof(proof: &[u8]) -> Vec<u8> {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(STORED_PROOF_DOMAIN);
+    context.update(proof);
+    context.finish().as_ref().to_vec()
+}
+
+/// Whether a login proof matches what [`stored_proof`] made (constant time).
+pub fn proof_matches(proof: &[u8], stored: &[u8]) -> bool {
+    constant_time::verify_slices_are_equal(&stored_proof(proof), stored).is_ok()
+}
 
 /// Which kind of code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +172,7 @@ impl RecoveryCode {
         Ok(out)
     }
 
-    /// What the server stores to check this code (with a random per-code `salt`).
+    /// The login proof the client sends for this code (with its [`code_salt`]).
     pub fn verifier(&self, salt: &[u8]) -> Result<Vec<u8>, CryptoError> {
         Ok(self.derive(salt, VERIFIER_INFO)?.to_vec())
     }
@@ -239,5 +274,21 @@ mod tests {
         let typed = RecoveryCode::parse(CodeKind::Tan, &tan.display()).unwrap();
         let kek = KeyEncryptionKey::derive(&typed.key_material(&salt).unwrap(), &binding).unwrap();
         kek.unwrap(&wrapped, &binding).unwrap();
+    }
+
+    #[test]
+    fn the_server_keeps_a_hash_of_the_proof_only() {
+        let code = RecoveryCode::generate(CodeKind::Tan).unwrap();
+        let salt = code_salt("uid-1", CodeKind::Tan, 3);
+        assert_ne!(salt, code_salt("uid-1", CodeKind::Tan, 4));
+        assert_ne!(salt, code_salt("uid-1", CodeKind::SuperPin, 3));
+        assert_ne!(salt, code_salt("uid-2", CodeKind::Tan, 3));
+        let proof = code.verifier(&salt).unwrap();
+        let stored = stored_proof(&proof);
+        assert_ne!(stored, proof);
+        assert!(proof_matches(&proof, &stored));
+        assert!(!proof_matches(&stored, &stored));
+        let other = RecoveryCode::generate(CodeKind::Tan).unwrap();
+        assert!(!proof_matches(&other.verifier(&salt).unwrap(), &stored));
     }
 }

@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 use crate::CryptoError;
 
 const CHALLENGE_DOMAIN: &[u8] = b"medvault.login-challenge.v1\0";
+const ENROLMENT_DOMAIN: &[u8] = b"medvault.enrolment.v1\0";
 
 /// The ephemeral public key stored with a Root Credential wrapped for a P-256 credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,11 +60,38 @@ pub fn seal_ecdh_envelope(
 
 /// The bytes a login challenge signature covers: server nonce, UID and credential id.
 pub fn login_challenge(nonce: &[u8], uid: &str, working_credential_id: &str) -> Vec<u8> {
-    let mut message = Vec::with_capacity(
-        CHALLENGE_DOMAIN.len() + nonce.len() + uid.len() + working_credential_id.len() + 12,
-    );
-    message.extend_from_slice(CHALLENGE_DOMAIN);
-    for field in [nonce, uid.as_bytes(), working_credential_id.as_bytes()] {
+    framed(
+        CHALLENGE_DOMAIN,
+        &[nonce, uid.as_bytes(), working_credential_id.as_bytes()],
+    )
+}
+
+/// The bytes a new working credential's key signs to prove its holder has the
+/// private key (proof of possession at enrolment): UID, credential id, kind and
+/// the public key itself.
+pub fn enrolment_message(
+    uid: &str,
+    working_credential_id: &str,
+    kind: &str,
+    public_key: &[u8],
+) -> Vec<u8> {
+    framed(
+        ENROLMENT_DOMAIN,
+        &[
+            uid.as_bytes(),
+            working_credential_id.as_bytes(),
+            kind.as_bytes(),
+            public_key,
+        ],
+    )
+}
+
+/// A domain tag followed by length-prefixed fields: no two field lists share an encoding.
+fn framed(domain: &[u8], fields: &[&[u8]]) -> Vec<u8> {
+    let total: usize = fields.iter().map(|field| field.len() + 4).sum();
+    let mut message = Vec::with_capacity(domain.len() + total);
+    message.extend_from_slice(domain);
+    for field in fields {
         let length = u32::try_from(field.len()).unwrap_or(u32::MAX);
         message.extend_from_slice(&length.to_be_bytes());
         message.extend_from_slice(field);

@@ -5,7 +5,7 @@
 //!
 //! - [`RootCredential`]: the X25519 HPKE key pair every document for a participant
 //!   is sealed to. Generated on the client; its private half leaves the client
-//!   only wrapped ([`WrappedRootKey`]).
+//!   only wrapped ([`WrappedKey`]).
 //! - [`seal`] / [`RootCredential::open`]: HPKE base mode,
 //!   DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, with the document's
 //!   context bound into HPKE's `info` and its metadata into the AEAD's AAD.
@@ -22,22 +22,31 @@
 //!   credentials (software certificate; the smartcard does the same on the card):
 //!   challenge-signature login and an ECDH envelope as KEK input.
 //! - [`ParticipantCa`] / [`PinnedCa`]: ES256-signed certificates binding a Root
-//!   Credential public key to a UID, checked by clients against a pinned CA key.
+//!   Credential public key to a UID, and X.509 certificates binding a working
+//!   credential's P-256 signing key to the UID and credential id
+//!   ([`CertifiedCredential`]), checked by clients against a pinned CA key.
 //!
 //! Invariants: secret keys are zeroized on drop and their `Debug` prints no key
 //! material; no secret type implements `Clone` without need, `Serialize` never.
 
 mod certificate;
 mod codes;
+mod credential_certificate;
 mod ec;
+pub mod enrol;
 mod kek;
 pub mod password;
 mod root;
 
 pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIFICATE_TYPE};
-pub use codes::{CodeKind, RecoveryCode};
-pub use ec::{EcdhEnvelope, SoftwareKey, login_challenge, seal_ecdh_envelope, verify_challenge};
-pub use kek::{KeyEncryptionKey, WrapBinding, WrappedRootKey};
+pub use codes::{CodeKind, RecoveryCode, code_salt, proof_matches, stored_proof};
+pub use credential_certificate::{CertifiedCredential, CredentialSubject, check_p256_public_key};
+pub use ec::{
+    EcdhEnvelope, SoftwareKey, enrolment_message, login_challenge, seal_ecdh_envelope,
+    verify_challenge,
+};
+pub use enrol::EnrolmentSlot;
+pub use kek::{KeyEncryptionKey, WrapBinding, WrappedKey};
 pub use root::{RootCredential, RootPrivateKey, RootPublicKey, SealContext, SealedDocument, seal};
 
 /// A cryptographic operation failed. Deliberately uninformative: which check
@@ -53,4 +62,17 @@ pub enum CryptoError {
     /// A key or encapsulation has the wrong length or form.
     #[error("malformed key material")]
     Malformed,
+}
+
+/// Fills `bytes` from the system's cryptographic random source.
+pub fn random_fill(bytes: &mut [u8]) -> Result<(), CryptoError> {
+    aws_lc_rs::rand::fill(bytes).map_err(|_| CryptoError::Encrypt)
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }

@@ -111,6 +111,22 @@ pub struct ClientLoginState(ClientLogin<PasswordSuite>);
 /// Server state between KE2 and KE3.
 pub struct ServerLoginState(ServerLogin<PasswordSuite>);
 
+impl ServerLoginState {
+    /// The state as bytes, for a server that keeps it in the database between
+    /// KE2 and KE3 (so another node can finish the login). Secret: store it
+    /// briefly and take it once.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.serialize().to_vec())
+    }
+
+    /// Reads [`Self::to_bytes`]'s form.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        ServerLogin::<PasswordSuite>::deserialize(bytes)
+            .map(Self)
+            .map_err(|_| CryptoError::Malformed)
+    }
+}
+
 impl fmt::Debug for ClientRegistrationState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClientRegistrationState(<redacted>)")

@@ -11,6 +11,8 @@
 //!
 //! Invariant: every write that returns `Ok` has been committed.
 
+mod accounts;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "participants and their directory entries",
         sql: include_str!("../migrations/0002_participants.sql"),
     },
+    Migration {
+        version: 3,
+        description: "working credentials, passwords, sessions, login challenges and throttle",
+        sql: include_str!("../migrations/0003_credentials.sql"),
+    },
 ];
 
 /// The key of the advisory lock held while migrating (an arbitrary constant).
@@ -45,7 +52,7 @@ const MIGRATION_LOCK: i64 = 0x6d65_6476_6175_6c74; // "medvault"
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -150,7 +157,7 @@ async fn apply_pending(connection: &mut sqlx::PgConnection) -> Result<(), StoreE
 }
 
 /// Maps an sqlx error to what the caller does next.
-fn map_error(error: sqlx::Error) -> StoreError {
+pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("row"),
         sqlx::Error::Io(_)
@@ -418,26 +425,35 @@ fn participant(row: &PgRow) -> Result<ParticipantRowV1, StoreError> {
     })
 }
 
+/// Inserts a participant on `connection` (alone or inside a registration's transaction).
+pub(crate) async fn insert_participant_in(
+    connection: &mut sqlx::PgConnection,
+    participant: &ParticipantRowV1,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO participants (uid, format, kind, display_name, root_public_key, root_key_certificate, registered_at_us)
+         VALUES ($1, 1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&participant.uid)
+    .bind(&participant.kind)
+    .bind(&participant.display_name)
+    .bind(&participant.root_public_key)
+    .bind(&participant.root_key_certificate)
+    .bind(to_unix_micros(participant.registered_at))
+    .execute(&mut *connection)
+    .await
+    .map_err(|error| match map_error(error) {
+        StoreError::Conflict(_) => StoreError::Conflict("participant"),
+        other => other,
+    })?;
+    Ok(())
+}
+
 #[async_trait]
 impl ParticipantStore for PostgresStore {
     async fn insert_participant(&self, participant: &ParticipantRowV1) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO participants (uid, format, kind, display_name, root_public_key, root_key_certificate, registered_at_us)
-             VALUES ($1, 1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&participant.uid)
-        .bind(&participant.kind)
-        .bind(&participant.display_name)
-        .bind(&participant.root_public_key)
-        .bind(&participant.root_key_certificate)
-        .bind(to_unix_micros(participant.registered_at))
-        .execute(&self.pool)
-        .await
-        .map_err(|error| match map_error(error) {
-            StoreError::Conflict(_) => StoreError::Conflict("participant"),
-            other => other,
-        })?;
-        Ok(())
+        let mut connection = self.pool.acquire().await.map_err(map_error)?;
+        insert_participant_in(&mut connection, participant).await
     }
 
     async fn participant(&self, uid: &str) -> Result<Option<ParticipantRowV1>, StoreError> {

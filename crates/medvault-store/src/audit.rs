@@ -79,7 +79,7 @@ pub struct AuditFilter {
 
 /// Append-only storage of audit entries and checkpoints.
 #[async_trait]
-pub trait AuditStore: Send + Sync {
+pub trait AuditStore: Send + Sync + std::fmt::Debug {
     /// The entry with the highest `seq`, if any.
     async fn last_audit_entry(&self) -> Result<Option<AuditEntryRowV1>, StoreError>;
 

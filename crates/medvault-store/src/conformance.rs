@@ -21,8 +21,9 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, ClientCertificateRowV1, ParticipantRowV1,
-    Store, StoreError,
+    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, ClientCertificateRowV1, CredentialKeyRowV1,
+    LoginChallengeRowV1, NewWorkingCredential, ParticipantRowV1, PasswordRowV1,
+    RemoveCredentialOutcome, SessionRowV1, Store, StoreError, WorkingCredentialRowV1,
 };
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
@@ -50,6 +51,11 @@ macro_rules! store_conformance_tests {
             purge_deletes_through_checkpoint_atomically,
             client_certificates_register_and_remove,
             participants_are_stored_once_and_patients_stay_nameless,
+            registration_is_all_or_nothing,
+            the_last_credential_cannot_be_removed,
+            a_one_time_key_is_consumed_once,
+            sessions_and_challenges_end,
+            login_failures_count_and_lock,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -396,4 +402,335 @@ pub async fn participants_are_stored_once_and_patients_stay_nameless(store: &dyn
         sample_participant("66666666-7777-4888-9999-111111111111", "admin", Some("x"));
     assert!(store.insert_participant(&unknown_kind).await.is_err());
     assert_eq!(store.participant(&named_patient.uid).await.unwrap(), None);
+}
+
+const PATIENT_UID: &str = "3f2c1d9e-1b7a-4c55-9a0e-2f6d8b1c4e70";
+
+/// A credential of `kind` with `slots` key slots (a password credential gets `email`).
+pub fn sample_credential(
+    id: &str,
+    uid: &str,
+    kind: &str,
+    slots: std::ops::RangeInclusive<i64>,
+    email: Option<&str>,
+) -> NewWorkingCredential {
+    NewWorkingCredential {
+        credential: WorkingCredentialRowV1 {
+            id: id.to_owned(),
+            uid: uid.to_owned(),
+            kind: kind.to_owned(),
+            public_key: vec![4; 65],
+            certificate: vec![0x30, 1, 2],
+            created_at: T0,
+            removed_at: None,
+        },
+        keys: slots
+            .map(|slot| CredentialKeyRowV1 {
+                credential_id: id.to_owned(),
+                slot,
+                proof_hash: Some(vec![u8::try_from(slot % 251).unwrap(); 32]),
+                wrapped_root_key: vec![7; 60],
+                wrapped_signing_key: Some(vec![8; 150]),
+                ecdh_public_key: None,
+                used_at: None,
+            })
+            .collect(),
+        password: email.map(|email| PasswordRowV1 {
+            email: email.to_owned(),
+            credential_id: id.to_owned(),
+            suite: 1,
+            password_file: vec![5; 192],
+        }),
+    }
+}
+
+/// Registration stores a participant with its credentials in one transaction:
+/// a taken email leaves nothing of the second registration behind.
+pub async fn registration_is_all_or_nothing(store: &dyn Store) {
+    let patient = sample_participant(PATIENT_UID, "patient", None);
+    let password = sample_credential(
+        "wc-1",
+        PATIENT_UID,
+        "password",
+        0..=0,
+        Some("a@example.org"),
+    );
+    let superpin = sample_credential("wc-2", PATIENT_UID, "superpin", 0..=0, None);
+    store
+        .register_participant(&patient, &[password.clone(), superpin.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.working_credentials(PATIENT_UID).await.unwrap(),
+        vec![password.credential.clone(), superpin.credential.clone()]
+    );
+    assert_eq!(
+        store.password_by_email("a@example.org").await.unwrap(),
+        password.password
+    );
+    assert_eq!(
+        store.credential_key("wc-2", 0).await.unwrap().as_ref(),
+        superpin.keys.first()
+    );
+
+    let second_uid = "8a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let second = sample_participant(second_uid, "patient", None);
+    let tans = sample_credential("wc-3", second_uid, "tan", 1..=5, None);
+    let same_email =
+        sample_credential("wc-4", second_uid, "password", 0..=0, Some("a@example.org"));
+    let outcome = store
+        .register_participant(&second, &[tans, same_email])
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict("email"))),
+        "{outcome:?}"
+    );
+    assert_eq!(store.participant(second_uid).await.unwrap(), None);
+    assert_eq!(store.working_credential("wc-3").await.unwrap(), None);
+    assert_eq!(store.credential_key("wc-3", 1).await.unwrap(), None);
+
+    // A credential for an unknown participant is refused.
+    let orphan = sample_credential("wc-5", second_uid, "superpin", 0..=0, None);
+    assert!(store.add_working_credential(&orphan).await.is_err());
+    // Adding to a registered one works, and an id is never taken twice.
+    let tans = sample_credential("wc-6", PATIENT_UID, "tan", 1..=3, None);
+    store.add_working_credential(&tans).await.unwrap();
+    assert_eq!(store.unused_credential_keys("wc-6").await.unwrap(), 3);
+    let again = sample_credential("wc-6", PATIENT_UID, "superpin", 0..=0, None);
+    assert!(matches!(
+        store.add_working_credential(&again).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// The last credential stays; two racing removals of the last two leave one.
+pub async fn the_last_credential_cannot_be_removed(store: &dyn Store) {
+    let patient = sample_participant(PATIENT_UID, "patient", None);
+    let password = sample_credential(
+        "wc-1",
+        PATIENT_UID,
+        "password",
+        0..=0,
+        Some("a@example.org"),
+    );
+    let superpin = sample_credential("wc-2", PATIENT_UID, "superpin", 0..=0, None);
+    store
+        .register_participant(&patient, &[password, superpin])
+        .await
+        .unwrap();
+    let session = SessionRowV1 {
+        token_hash: vec![1; 32],
+        uid: PATIENT_UID.to_owned(),
+        credential_id: "wc-1".to_owned(),
+        created_at: T0,
+        expires_at: T0 + Duration::minutes(30),
+    };
+    store.insert_session(&session).await.unwrap();
+
+    let at = T0 + Duration::minutes(1);
+    let (first, second) = futures::join!(
+        store.remove_working_credential(PATIENT_UID, "wc-1", at),
+        store.remove_working_credential(PATIENT_UID, "wc-2", at),
+    );
+    let mut outcomes = [first.unwrap(), second.unwrap()];
+    outcomes.sort_by_key(|outcome| *outcome == RemoveCredentialOutcome::Removed);
+    assert_eq!(
+        outcomes,
+        [
+            RemoveCredentialOutcome::LastCredential,
+            RemoveCredentialOutcome::Removed
+        ]
+    );
+    let remaining = store.working_credentials(PATIENT_UID).await.unwrap();
+    assert_eq!(remaining.len(), 1);
+    let removed_id = if remaining[0].id == "wc-1" {
+        "wc-2"
+    } else {
+        "wc-1"
+    };
+    let removed = store.working_credential(removed_id).await.unwrap().unwrap();
+    assert_eq!(removed.removed_at, Some(at));
+    assert_eq!(store.credential_key(removed_id, 0).await.unwrap(), None);
+    if removed_id == "wc-1" {
+        assert_eq!(
+            store.password_by_email("a@example.org").await.unwrap(),
+            None
+        );
+        assert_eq!(store.session(&[1; 32], T0).await.unwrap(), None);
+    }
+    assert_eq!(
+        store
+            .remove_working_credential(PATIENT_UID, removed_id, at)
+            .await
+            .unwrap(),
+        RemoveCredentialOutcome::NotFound
+    );
+    assert_eq!(
+        store
+            .remove_working_credential("00000000-0000-4000-8000-000000000000", "wc-1", at)
+            .await
+            .unwrap(),
+        RemoveCredentialOutcome::NotFound
+    );
+}
+
+/// A one-time slot is consumed by exactly one of many racing callers.
+pub async fn a_one_time_key_is_consumed_once(store: &dyn Store) {
+    let patient = sample_participant(PATIENT_UID, "patient", None);
+    let tans = sample_credential("wc-tan", PATIENT_UID, "tan", 1..=2, None);
+    store.register_participant(&patient, &[tans]).await.unwrap();
+    let attempts = (0..8).map(|_| store.consume_credential_key("wc-tan", 1, T0));
+    let results = futures::future::join_all(attempts).await;
+    let winners = results
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|won| *won)
+        .count();
+    assert_eq!(winners, 1);
+    assert_eq!(store.unused_credential_keys("wc-tan").await.unwrap(), 1);
+    let used = store.credential_key("wc-tan", 1).await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(T0));
+    assert!(!store.consume_credential_key("wc-tan", 9, T0).await.unwrap());
+}
+
+/// Sessions are found by hash until they expire or are deleted; challenges are
+/// taken once and not after they expire.
+pub async fn sessions_and_challenges_end(store: &dyn Store) {
+    let patient = sample_participant(PATIENT_UID, "patient", None);
+    let superpin = sample_credential("wc-2", PATIENT_UID, "superpin", 0..=0, None);
+    store
+        .register_participant(&patient, &[superpin])
+        .await
+        .unwrap();
+    let session = SessionRowV1 {
+        token_hash: vec![2; 32],
+        uid: PATIENT_UID.to_owned(),
+        credential_id: "wc-2".to_owned(),
+        created_at: T0,
+        expires_at: T0 + Duration::minutes(30),
+    };
+    store.insert_session(&session).await.unwrap();
+    assert_eq!(
+        store.session(&[2; 32], T0).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(store.session(&[3; 32], T0).await.unwrap(), None);
+    assert_eq!(
+        store
+            .session(&[2; 32], T0 + Duration::minutes(30))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.delete_session(&[2; 32]).await.unwrap());
+    assert!(!store.delete_session(&[2; 32]).await.unwrap());
+    assert_eq!(store.session(&[2; 32], T0).await.unwrap(), None);
+
+    let challenge = LoginChallengeRowV1 {
+        id: "challenge-1".to_owned(),
+        credential_id: Some("wc-2".to_owned()),
+        purpose: "signature".to_owned(),
+        throttle_key: "account:x".to_owned(),
+        state: vec![6; 32],
+        expires_at: T0 + Duration::minutes(1),
+    };
+    store.insert_login_challenge(&challenge).await.unwrap();
+    let unknown = LoginChallengeRowV1 {
+        id: "challenge-2".to_owned(),
+        credential_id: None,
+        purpose: "opaque".to_owned(),
+        ..challenge.clone()
+    };
+    store.insert_login_challenge(&unknown).await.unwrap();
+    let (first, second) = futures::join!(
+        store.take_login_challenge("challenge-1", T0),
+        store.take_login_challenge("challenge-1", T0),
+    );
+    let taken: Vec<_> = [first.unwrap(), second.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(taken, vec![challenge.clone()]);
+    assert_eq!(
+        store
+            .take_login_challenge("challenge-2", T0 + Duration::minutes(1))
+            .await
+            .unwrap(),
+        None,
+        "an expired challenge is not accepted"
+    );
+    assert_eq!(
+        store.take_login_challenge("challenge-2", T0).await.unwrap(),
+        None
+    );
+
+    store.insert_session(&session).await.unwrap();
+    store.insert_login_challenge(&challenge).await.unwrap();
+    let purged = store
+        .purge_expired_logins(T0 + Duration::hours(1), T0)
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+}
+
+/// Failures count per key, go stale, lock without shortening, and clear.
+pub async fn login_failures_count_and_lock(store: &dyn Store) {
+    let key = "address:192.0.2.1".to_owned();
+    for expected in 1..=3 {
+        let failures = store
+            .record_login_failure(&key, T0, T0 - Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(failures, expected);
+    }
+    // Racing failures are all counted.
+    let racing = (0..6).map(|_| store.record_login_failure(&key, T0, T0 - Duration::hours(1)));
+    for result in futures::future::join_all(racing).await {
+        result.unwrap();
+    }
+    assert_eq!(
+        store
+            .record_login_failure(&key, T0, T0 - Duration::hours(1))
+            .await
+            .unwrap(),
+        10
+    );
+    let keys = vec![key.clone(), "account:nobody".to_owned()];
+    assert_eq!(store.login_locked_until(&keys, T0).await.unwrap(), None);
+    store
+        .lock_login(&key, T0 + Duration::minutes(5))
+        .await
+        .unwrap();
+    store
+        .lock_login(&key, T0 + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.login_locked_until(&keys, T0).await.unwrap(),
+        Some(T0 + Duration::minutes(5))
+    );
+    assert_eq!(
+        store
+            .login_locked_until(&keys, T0 + Duration::minutes(5))
+            .await
+            .unwrap(),
+        None
+    );
+    // A failure after the stale horizon starts the count again.
+    let later = T0 + Duration::hours(2);
+    assert_eq!(
+        store
+            .record_login_failure(&key, later, later - Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    store.clear_login_failures(&key).await.unwrap();
+    assert_eq!(
+        store
+            .record_login_failure(&key, later, later - Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
 }

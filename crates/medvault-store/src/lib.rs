@@ -10,6 +10,7 @@
 //! appears next to it and the backends convert, so that stored data can evolve
 //! without rewriting history (an audit entry's hash covers its format version).
 
+pub mod accounts;
 pub mod audit;
 pub mod client_certificates;
 pub mod conformance;
@@ -18,6 +19,10 @@ pub mod participants;
 
 use async_trait::async_trait;
 
+pub use accounts::{
+    AccountStore, CredentialKeyRowV1, LoginChallengeRowV1, NewWorkingCredential, PasswordRowV1,
+    RemoveCredentialOutcome, SessionRowV1, WorkingCredentialRowV1,
+};
 pub use audit::{AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore};
 pub use client_certificates::{ClientCertificateRowV1, ClientCertificateStore};
 pub use error::StoreError;
@@ -48,7 +53,13 @@ impl BackendKind {
 /// one `Arc<dyn Store>` to every domain service.
 #[async_trait]
 pub trait Store:
-    AuditStore + ClientCertificateStore + ParticipantStore + Send + Sync + std::fmt::Debug
+    AuditStore
+    + ClientCertificateStore
+    + ParticipantStore
+    + AccountStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// Which engine this is.
     fn backend(&self) -> BackendKind;

@@ -4,27 +4,37 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    missing_docs,
     reason = "integration tests: a failed expectation must fail the test"
 )]
 
 use std::sync::Arc;
 
-use medvault_accounts::{Directory, Registration, RegistrationError};
+mod client;
+mod login;
+
+use medvault_accounts::{Accounts, Directory, LoginPolicy, Registration, RegistrationError};
 use medvault_audit::{AuditQuery, AuditTrail, CheckpointKey};
-use medvault_core::{DisplayName, InstitutionKind, ManualClock, ParticipantKind};
+use medvault_core::{DisplayName, InstitutionKind, ManualClock, ParticipantKind, Uid};
+use medvault_crypto::password::OpaqueServerSetup;
 use medvault_crypto::{ParticipantCa, PinnedCa, RootCredential, SealContext, seal};
 use medvault_store::Store;
 use medvault_store_sqlite::SqliteStore;
 use time::macros::datetime;
 
-struct Fixture {
-    directory: Directory,
-    audit: Arc<AuditTrail>,
-    pinned: PinnedCa,
+/// A directory and accounts service over a temporary SQLite store.
+pub struct Fixture {
+    pub directory: Directory,
+    pub accounts: Accounts,
+    pub audit: Arc<AuditTrail>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<ManualClock>,
+    pub pinned: PinnedCa,
     _dir: tempfile::TempDir,
 }
 
-async fn fixture() -> Fixture {
+/// A fresh fixture.
+pub async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&dir.path().join("medvault.db"))
@@ -35,20 +45,37 @@ async fn fixture() -> Fixture {
     let (key, _) = CheckpointKey::generate().unwrap();
     let audit = Arc::new(AuditTrail::new(store.clone(), clock.clone(), Arc::new(key)));
     let (ca, _) = ParticipantCa::generate().unwrap();
+    let ca = Arc::new(ca);
+    let accounts = Accounts::new(
+        store.clone(),
+        clock.clone(),
+        audit.clone(),
+        ca.clone(),
+        Arc::new(OpaqueServerSetup::generate()),
+        LoginPolicy::default(),
+    );
     Fixture {
         pinned: ca.pinned(),
-        directory: Directory::new(store, clock, audit.clone(), Arc::new(ca)),
+        directory: Directory::new(store.clone(), clock.clone(), audit.clone(), ca),
+        accounts,
         audit,
+        store,
+        clock,
         _dir: dir,
     }
 }
 
-fn registration(kind: ParticipantKind, name: Option<&str>) -> (Registration, RootCredential) {
+/// A registration with a fresh UID, Root Credential and SuperPIN.
+pub fn registration(kind: ParticipantKind, name: Option<&str>) -> (Registration, RootCredential) {
     let credential = RootCredential::generate().unwrap();
+    let uid = Uid::generate();
+    let (superpin, _) = client::superpin(uid, &credential);
     let registration = Registration {
+        uid,
         kind,
         display_name: name.map(|name| DisplayName::parse(name).unwrap()),
         root_public_key: credential.public_key().clone(),
+        credentials: vec![superpin],
     };
     (registration, credential)
 }

@@ -370,7 +370,7 @@ async fn a_fully_purged_trail_with_many_checkpoints_verifies(harness: &Harness) 
 /// another node would while `verify` is walking the chain.
 #[derive(Debug)]
 struct PurgeDuringVerify {
-    inner: Arc<dyn medvault_store::Store>,
+    inner: Arc<dyn medvault_store::AuditStore>,
     trail: std::sync::OnceLock<Arc<AuditTrail>>,
     fired: std::sync::atomic::AtomicBool,
 }
@@ -418,65 +418,6 @@ impl medvault_store::AuditStore for PurgeDuringVerify {
         checkpoint: &medvault_store::AuditCheckpointRowV1,
     ) -> Result<u64, medvault_store::StoreError> {
         self.inner.purge_audit_entries_through(checkpoint).await
-    }
-}
-
-#[async_trait::async_trait]
-impl medvault_store::ClientCertificateStore for PurgeDuringVerify {
-    async fn insert_client_certificate(
-        &self,
-        certificate: &medvault_store::ClientCertificateRowV1,
-    ) -> Result<(), medvault_store::StoreError> {
-        self.inner.insert_client_certificate(certificate).await
-    }
-    async fn remove_client_certificate(
-        &self,
-        fingerprint: &[u8],
-    ) -> Result<bool, medvault_store::StoreError> {
-        self.inner.remove_client_certificate(fingerprint).await
-    }
-    async fn client_certificate(
-        &self,
-        fingerprint: &[u8],
-    ) -> Result<Option<medvault_store::ClientCertificateRowV1>, medvault_store::StoreError> {
-        self.inner.client_certificate(fingerprint).await
-    }
-    async fn client_certificates(
-        &self,
-    ) -> Result<Vec<medvault_store::ClientCertificateRowV1>, medvault_store::StoreError> {
-        self.inner.client_certificates().await
-    }
-}
-
-#[async_trait::async_trait]
-impl medvault_store::ParticipantStore for PurgeDuringVerify {
-    async fn insert_participant(
-        &self,
-        participant: &medvault_store::ParticipantRowV1,
-    ) -> Result<(), medvault_store::StoreError> {
-        self.inner.insert_participant(participant).await
-    }
-    async fn participant(
-        &self,
-        uid: &str,
-    ) -> Result<Option<medvault_store::ParticipantRowV1>, medvault_store::StoreError> {
-        self.inner.participant(uid).await
-    }
-}
-
-#[async_trait::async_trait]
-impl medvault_store::Store for PurgeDuringVerify {
-    fn backend(&self) -> medvault_store::BackendKind {
-        self.inner.backend()
-    }
-    async fn ping(&self) -> Result<(), medvault_store::StoreError> {
-        self.inner.ping().await
-    }
-    async fn schema_version(&self) -> Result<i64, medvault_store::StoreError> {
-        self.inner.schema_version().await
-    }
-    async fn close(&self) {
-        self.inner.close().await;
     }
 }
 
