@@ -144,6 +144,11 @@ impl PinnedCa {
         &self.public_key
     }
 
+    /// The CA key's id (the `kid` of its certificates).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
     /// Verifies a Root Credential certificate for `expected_uid` at `now` (Unix
     /// seconds): signed by this CA, of the right type, not expired, for that UID.
     pub fn verify_root_key(

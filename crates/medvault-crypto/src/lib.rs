@@ -37,6 +37,7 @@ pub mod enrol;
 mod kek;
 pub mod password;
 mod root;
+mod software_file;
 
 pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIFICATE_TYPE};
 pub use codes::{CodeKind, RecoveryCode, code_salt, proof_matches, stored_proof};
@@ -48,6 +49,7 @@ pub use ec::{
 pub use enrol::EnrolmentSlot;
 pub use kek::{KeyEncryptionKey, WrapBinding, WrappedKey};
 pub use root::{RootCredential, RootPrivateKey, RootPublicKey, SealContext, SealedDocument, seal};
+pub use software_file::{MAX_SOFTWARE_FILE_LEN, SoftwareCredentialFile};
 
 /// A cryptographic operation failed. Deliberately uninformative: which check
 /// failed (wrong key, changed ciphertext, wrong context) is not told.

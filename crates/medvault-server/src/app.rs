@@ -47,6 +47,12 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Bounds how many refused requests reach the audit trail one by one.
     pub denial_limiter: Arc<DenialLimiter>,
+    /// Participant registration and directory entries.
+    pub directory: medvault_accounts::Directory,
+    /// Logins, sessions and working credentials.
+    pub accounts: medvault_accounts::Accounts,
+    /// The participant CA as clients pin it.
+    pub ca_info: Arc<medvault_proto::accounts::CaInfo>,
 }
 
 /// A token bucket over audit entries for refused requests.
@@ -120,6 +126,7 @@ pub fn patient_router(state: AppState, extra: Router<AppState>) -> Router {
     let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(crate::api::router())
         .merge(extra)
         .fallback(not_found);
     common_layers(router, &state.config).with_state(state)

@@ -8,6 +8,7 @@
 //! start-up and shutdown ([`server`]). Handlers stay thin: extract, call a
 //! domain service, map the result.
 
+pub mod api;
 pub mod app;
 pub mod client_auth;
 pub mod config;

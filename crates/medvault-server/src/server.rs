@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use medvault_accounts::{Accounts, Directory, LoginPolicy};
 use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, CheckpointKey, Outcome, Retention};
 use medvault_core::Clock;
+use medvault_crypto::ParticipantCa;
+use medvault_crypto::password::OpaqueServerSetup;
 use medvault_store::{Store, StoreError};
 use medvault_store_postgres::PostgresStore;
 use medvault_store_sqlite::SqliteStore;
@@ -46,6 +49,16 @@ pub enum StartError {
     /// The audit checkpoint key cannot be read or made.
     #[error("audit key {path}: {reason}")]
     AuditKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another long-lived server key (participant CA, OPAQUE setup) cannot be read or made.
+    #[error("{name} {path}: {reason}")]
+    Key {
+        /// Which key.
+        name: &'static str,
         /// The key file.
         path: PathBuf,
         /// What went wrong.
@@ -133,6 +146,38 @@ pub async fn start_with_routes(
     let patient_tls = server_tls_config(&provider, &clock, None, &identity)?;
     let hddt_tls = server_tls_config(&provider, &clock, Some(verifier), &identity)?;
 
+    let keys = config.data_dir.join("keys");
+    let ca_path = keys.join("participant-ca.p8");
+    let ca = Arc::new(load_or_create_key(
+        "participant CA key",
+        &ca_path,
+        || ParticipantCa::generate().map_err(|error| error.to_string()),
+        |bytes| ParticipantCa::from_pkcs8(bytes).map_err(|error| error.to_string()),
+    )?);
+    let opaque = Arc::new(load_or_create_key(
+        "OPAQUE server setup",
+        &keys.join("opaque-server-setup.bin"),
+        || {
+            let setup = OpaqueServerSetup::generate();
+            let bytes = setup.to_bytes();
+            Ok((setup, bytes))
+        },
+        |bytes| OpaqueServerSetup::from_bytes(bytes).map_err(|error| error.to_string()),
+    )?);
+    let now = clock.now().unix_timestamp();
+    let ca_certificate = ca
+        .ca_certificate(now - 3600, now + CA_CERTIFICATE_LIFETIME_SECONDS)
+        .map_err(|error| StartError::Key {
+            name: "participant CA key",
+            path: ca_path.clone(),
+            reason: error.to_string(),
+        })?;
+    let pinned = ca.pinned();
+    let ca_info = Arc::new(medvault_proto::accounts::CaInfo {
+        key_id: pinned.key_id().to_owned(),
+        public_key: pinned.public_key().to_vec().into(),
+        certificate: ca_certificate.into(),
+    });
     let state = AppState {
         config: config.clone(),
         store: store.clone(),
@@ -143,6 +188,16 @@ pub async fn start_with_routes(
             config.audit_denied_per_second,
             clock.now(),
         )),
+        directory: Directory::new(store.clone(), clock.clone(), audit.clone(), ca.clone()),
+        accounts: Accounts::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            ca,
+            opaque,
+            LoginPolicy::default(),
+        ),
+        ca_info,
     };
     let (shutdown, _) = watch::channel(false);
     let listeners = vec![
@@ -280,6 +335,38 @@ pub async fn open_store(database: &DatabaseConfig) -> Result<Arc<dyn Store>, Sto
             }
         }
     })
+}
+
+/// How long the published self-signed CA certificate is valid (ten years; it
+/// is made afresh at every start, and clients pin the key, not the certificate).
+const CA_CERTIFICATE_LIFETIME_SECONDS: i64 = 10 * 365 * 86_400;
+
+/// Reads a long-lived key at `path`, creating it (mode 0600, directory 0700) if
+/// absent. Every node of a multi-node deployment needs the same file.
+fn load_or_create_key<T>(
+    name: &'static str,
+    path: &Path,
+    generate: impl FnOnce() -> Result<(T, zeroize::Zeroizing<Vec<u8>>), String>,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, StartError> {
+    let failed = |reason: String| StartError::Key {
+        name,
+        path: path.to_owned(),
+        reason,
+    };
+    if path.exists() {
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(path).map_err(|error| failed(error.to_string()))?,
+        );
+        return parse(&bytes).map_err(failed);
+    }
+    if let Some(parent) = path.parent() {
+        prepare_data_dir(parent).map_err(|error| failed(error.to_string()))?;
+    }
+    let (key, bytes) = generate().map_err(failed)?;
+    write_file(path, &bytes, true).map_err(|error| failed(error.to_string()))?;
+    tracing::info!(path = %path.display(), "created the {name}");
+    Ok(key)
 }
 
 /// Reads the audit checkpoint key at `path`, creating it (mode 0600) if absent.

@@ -45,6 +45,8 @@ pub struct TestServer {
     pub data_dir: tempfile::TempDir,
     /// PEM of the development CA that signed the server certificate.
     pub ca_pem: Vec<u8>,
+    /// The database URL given to the server (`None`: SQLite in `data_dir`).
+    database: Option<String>,
     _schema: Option<TestSchema>,
 }
 
@@ -102,11 +104,21 @@ impl TestServer {
                 Some(url)
             }
         };
+        Self::boot(data_dir, database, schema, tweak, extra_patient_routes).await
+    }
+
+    async fn boot(
+        data_dir: tempfile::TempDir,
+        database: Option<String>,
+        schema: Option<TestSchema>,
+        tweak: impl FnOnce(&mut RawConfig),
+        extra_patient_routes: axum::Router<medvault_server::app::AppState>,
+    ) -> Option<Self> {
         let mut raw = RawConfig {
             data_dir: Some(data_dir.path().to_owned()),
             listen: Some("127.0.0.1:0".into()),
             hddt_listen: Some("127.0.0.1:0".into()),
-            database,
+            database: database.clone(),
             dev: Some(true),
             shutdown_grace_secs: Some(5),
             ..RawConfig::default()
@@ -125,8 +137,44 @@ impl TestServer {
             clock,
             data_dir,
             ca_pem,
+            database,
             _schema: schema,
         })
+    }
+
+    /// A second server node on the same database, with the same long-lived
+    /// keys (participant CA, OPAQUE setup) copied from this one, as an
+    /// operator deploys them: state shared by all nodes must hold across both.
+    pub async fn second_node(&self) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let keys = self.data_dir.path().join("keys");
+        let target = data_dir.path().join("keys");
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(&keys).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+        let database = Some(self.database.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.path().join("medvault.db").display()
+            )
+        }));
+        let node = Self::boot(data_dir, database, None, |_| {}, axum::Router::new())
+            .await
+            .expect("the first node's database is reachable");
+        node.clock.set(self.clock.now());
+        node
+    }
+
+    /// The SDK for this server, with its participant CA pinned from the
+    /// server's state (as a client configured out of band would).
+    pub fn sdk(&self) -> medvault_client::Client {
+        let pinned =
+            medvault_crypto::PinnedCa::from_public_key(self.state().ca_info.public_key.as_slice())
+                .unwrap();
+        let base = url::Url::parse(&self.patient_url("/")).unwrap();
+        medvault_client::Client::new(self.client(None), base, pinned)
     }
 
     fn running(&self) -> &RunningServer {

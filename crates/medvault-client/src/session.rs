@@ -1,0 +1,231 @@
+//! A logged-in session: the bearer token, the unlocked Root Credential and,
+//! for knowledge credentials, the unwrapped signing key.
+
+use std::fmt;
+
+use medvault_core::{Uid, WorkingCredentialKind};
+use medvault_crypto::{RootCredential, RootPublicKey, SoftwareCredentialFile, SoftwareKey};
+use medvault_proto::accounts as proto;
+use zeroize::Zeroizing;
+
+use crate::{Client, ClientError, Password, enrol, now};
+
+/// A P-256 credential key the SDK cannot hold itself (a smartcard): it signs
+/// login and enrolment messages (DER ECDSA P-256 SHA-256) and agrees an ECDH
+/// secret with an ephemeral public key (uncompressed point).
+pub trait CredentialSigner {
+    /// Signs `message`.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, ClientError>;
+    /// The ECDH shared secret with `ephemeral_public_key`.
+    fn agree(&self, ephemeral_public_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, ClientError>;
+}
+
+/// A participant's directory entry whose Root Credential key verified against
+/// the pinned CA for that UID: safe to seal to.
+#[derive(Debug, Clone)]
+pub struct VerifiedEntry {
+    /// The UID.
+    pub uid: Uid,
+    /// The kind.
+    pub kind: String,
+    /// The public name (institutions and professionals).
+    pub display_name: Option<String>,
+    /// The certified Root Credential key.
+    pub root_public_key: RootPublicKey,
+    /// How many active working credentials with a verified certificate.
+    pub working_credentials: usize,
+}
+
+/// A logged-in session.
+pub struct Session {
+    client: Client,
+    token: Zeroizing<String>,
+    uid: Uid,
+    credential_id: String,
+    expires_at: String,
+    root: RootCredential,
+    signing_key: Option<SoftwareKey>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("uid", &self.uid)
+            .field("credential_id", &self.credential_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        client: Client,
+        response: proto::LoginResponse,
+        uid: Uid,
+        root: RootCredential,
+        signing_key: Option<SoftwareKey>,
+    ) -> Self {
+        Self {
+            client,
+            token: Zeroizing::new(response.session_token),
+            uid,
+            credential_id: response.credential.id,
+            expires_at: response.expires_at,
+            root,
+            signing_key,
+        }
+    }
+
+    /// Who is logged in.
+    pub fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    /// With which working credential.
+    pub fn credential_id(&self) -> &str {
+        &self.credential_id
+    }
+
+    /// When the session ends (RFC 3339).
+    pub fn expires_at(&self) -> &str {
+        &self.expires_at
+    }
+
+    /// The bearer token (to keep in a profile, or for raw requests).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The unlocked Root Credential.
+    pub fn root_credential(&self) -> &RootCredential {
+        &self.root
+    }
+
+    /// The signing key of a knowledge credential (password, SuperPIN, TAN).
+    pub fn signing_key(&self) -> Option<&SoftwareKey> {
+        self.signing_key.as_ref()
+    }
+
+    /// The server's view of this session.
+    pub async fn whoami(&self) -> Result<proto::SessionView, ClientError> {
+        self.client.get("api/v1/session", &self.token).await
+    }
+
+    /// Ends the session on the server.
+    pub async fn logout(self) -> Result<(), ClientError> {
+        self.client.delete("api/v1/session", &self.token).await
+    }
+
+    /// The active working credentials, each certificate verified.
+    pub async fn credentials(&self) -> Result<Vec<proto::CredentialView>, ClientError> {
+        let list: proto::CredentialList =
+            self.client.get("api/v1/credentials", &self.token).await?;
+        for credential in &list.credentials {
+            self.client.verify_credential(credential, self.uid)?;
+        }
+        Ok(list.credentials)
+    }
+
+    async fn add(
+        &self,
+        request: &proto::EnrolmentRequest,
+    ) -> Result<proto::CredentialView, ClientError> {
+        let view: proto::CredentialView = self
+            .client
+            .post("api/v1/credentials", request, Some(&self.token))
+            .await?;
+        self.client.verify_credential(&view, self.uid)?;
+        Ok(view)
+    }
+
+    /// Enrols an email + password credential.
+    pub async fn add_password(
+        &self,
+        email: &str,
+        password: &Password,
+    ) -> Result<proto::CredentialView, ClientError> {
+        let request = self
+            .client
+            .password_enrolment(self.uid, &self.root, email, password, Some(&self.token))
+            .await?;
+        self.add(&request).await
+    }
+
+    /// Enrols a batch of `count` TANs; returns the list to print.
+    pub async fn add_tans(
+        &self,
+        count: u32,
+    ) -> Result<(proto::CredentialView, Vec<medvault_crypto::RecoveryCode>), ClientError> {
+        let (request, codes) = enrol::tans(self.uid, &self.root, count)?;
+        Ok((self.add(&request).await?, codes))
+    }
+
+    /// Enrols a new software certificate; returns its file contents.
+    pub async fn add_software_certificate(&self) -> Result<SoftwareCredentialFile, ClientError> {
+        let (request, key) = enrol::software(self.uid, &self.root)?;
+        let view = self.add(&request).await?;
+        Ok(SoftwareCredentialFile {
+            certificate: view.certificate.into_vec(),
+            key,
+        })
+    }
+
+    /// Enrols a key held elsewhere (a smartcard) by its public key.
+    pub async fn add_external_key(
+        &self,
+        kind: WorkingCredentialKind,
+        public_key: &[u8],
+        signer: &dyn CredentialSigner,
+    ) -> Result<proto::CredentialView, ClientError> {
+        let request = enrol::external_key(self.uid, &self.root, kind, public_key, signer)?;
+        self.add(&request).await
+    }
+
+    /// Removes a working credential (the server refuses the last one).
+    pub async fn remove_credential(&self, id: &str) -> Result<(), ClientError> {
+        let id: Uid = id
+            .parse()
+            .map_err(|_| ClientError::Invalid("credential id"))?;
+        self.client
+            .delete(&format!("api/v1/credentials/{id}"), &self.token)
+            .await
+    }
+
+    /// Another participant's directory entry, with its Root Credential key
+    /// verified against the pinned CA for that UID.
+    pub async fn directory_entry(&self, uid: Uid) -> Result<VerifiedEntry, ClientError> {
+        let entry: proto::DirectoryEntryView = self
+            .client
+            .get(&format!("api/v1/participants/{uid}"), &self.token)
+            .await?;
+        let certified = self
+            .client
+            .ca()
+            .verify_root_key(&entry.root_key_certificate, &uid.to_string(), now())
+            .map_err(|_| ClientError::Verification("root key certificate"))?;
+        if entry.uid != uid.to_string()
+            || certified.root_public_key.as_bytes() != entry.root_public_key.as_slice()
+        {
+            return Err(ClientError::Verification("directory entry"));
+        }
+        let mut working_credentials = 0;
+        for certificate in &entry.working_credential_certificates {
+            let credential = self
+                .client
+                .ca()
+                .verify_working_credential(certificate.as_slice(), now())
+                .map_err(|_| ClientError::Verification("working credential certificate"))?;
+            if credential.subject.uid != entry.uid {
+                return Err(ClientError::Verification("working credential certificate"));
+            }
+            working_credentials += 1;
+        }
+        Ok(VerifiedEntry {
+            uid,
+            kind: entry.kind,
+            display_name: entry.display_name,
+            root_public_key: certified.root_public_key,
+            working_credentials,
+        })
+    }
+}

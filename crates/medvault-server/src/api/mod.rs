@@ -1,0 +1,241 @@
+//! medvault's own JSON API under `/api/v1` (problem+json errors).
+//!
+//! This module owns the HTTP side of the API: the JSON body extractor that
+//! answers malformed bodies with problem+json, the bearer-session extractor,
+//! the mapping of domain errors to statuses, and the routes. Handlers convert
+//! wire types (`medvault-proto`) to domain types and back; every check on a
+//! value is the domain crates' job.
+
+mod accounts;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use medvault_accounts::{CredentialError, LoginError, RegistrationError, Session};
+use medvault_store::StoreError;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::problem::Problem;
+
+pub use accounts::OPENAPI;
+
+/// The `/api/v1` routes.
+pub fn router() -> Router<AppState> {
+    accounts::routes()
+}
+
+/// A JSON body; a malformed one is answered with problem+json 400 (415 for a
+/// wrong content type), naming what is wrong but echoing no value.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected application/json",
+            )),
+            Err(JsonRejection::JsonDataError(error)) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Invalid request body",
+            )
+            .with_detail(describe_data_error(&error.body_text()))),
+            Err(JsonRejection::BytesRejection(_)) => Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            )),
+            Err(_) => Err(Problem::new(StatusCode::BAD_REQUEST, "Malformed JSON")),
+        }
+    }
+}
+
+/// Says where a body does not fit its type without echoing any value: serde's
+/// messages for a wrong type or value quote the value, which may be a secret.
+fn describe_data_error(text: &str) -> String {
+    let rest = text
+        .split_once("target type: ")
+        .map_or(text, |(_, rest)| rest);
+    let (path, message) = rest.split_once(": ").unwrap_or((".", rest));
+    let path: String = path.chars().take(120).collect();
+    if message.starts_with("missing field") || message.starts_with("unknown field") {
+        let message: String = message
+            .split(", expected")
+            .next()
+            .unwrap_or(message)
+            .chars()
+            .take(120)
+            .collect();
+        format!("{path}: {message}")
+    } else {
+        format!("{path}: wrong type or value")
+    }
+}
+
+/// The session of an `Authorization: Bearer` header; 401 without a valid one.
+#[derive(Debug, Clone)]
+pub struct BearerSession {
+    /// The session.
+    pub session: Session,
+    /// The token (to log out with).
+    pub token: String,
+}
+
+impl FromRequestParts<AppState> for BearerSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(unauthenticated)?;
+        match state.accounts.authenticate(token).await {
+            Ok(session) => Ok(Self {
+                session,
+                token: token.to_owned(),
+            }),
+            Err(LoginError::Unauthenticated) => Err(unauthenticated()),
+            Err(error) => Err(login_error(error)),
+        }
+    }
+}
+
+fn unauthenticated() -> Response {
+    let mut response = Problem::new(StatusCode::UNAUTHORIZED, "Session required")
+        .with_detail("send a valid session token as Authorization: Bearer")
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"medvault\""),
+    );
+    response
+}
+
+/// A 400 naming the field at fault.
+pub fn invalid(field: &str) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "Invalid request").with_detail(format!("invalid {field}"))
+}
+
+/// Maps a store failure: 503 when the database is away, 500 otherwise (logged).
+pub fn store_error(error: &StoreError) -> Response {
+    match error {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(%error, "database unavailable");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable").into_response()
+        }
+        other => internal(other),
+    }
+}
+
+/// A 500 whose cause goes to the log only.
+pub fn internal(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%error, "request failed");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error").into_response()
+}
+
+/// Maps a login or session failure.
+pub fn login_error(error: LoginError) -> Response {
+    match error {
+        LoginError::Failed => Problem::new(StatusCode::UNAUTHORIZED, "Login failed")
+            .with_detail("the credential was not accepted")
+            .into_response(),
+        LoginError::Throttled { retry_after } => {
+            let mut response =
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many failed logins")
+                    .with_detail(format!("try again in {retry_after} s"))
+                    .into_response();
+            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        LoginError::Challenge => Problem::new(StatusCode::BAD_REQUEST, "Invalid challenge")
+            .with_detail("the login challenge is unknown, used or expired")
+            .into_response(),
+        LoginError::Malformed(field) => invalid(field).into_response(),
+        LoginError::Unauthenticated => unauthenticated(),
+        LoginError::Store(error) => store_error(&error),
+        other => internal(&other),
+    }
+}
+
+/// Maps a registration failure.
+pub fn registration_error(error: RegistrationError) -> Response {
+    match error {
+        RegistrationError::NameRequired
+        | RegistrationError::NameForbidden
+        | RegistrationError::Credentials(_)
+        | RegistrationError::Enrolment(_) => {
+            Problem::new(StatusCode::BAD_REQUEST, "Invalid registration")
+                .with_detail(error.to_string())
+                .into_response()
+        }
+        RegistrationError::Taken(what) => Problem::new(StatusCode::CONFLICT, "Already taken")
+            .with_detail(format!("{what} is taken"))
+            .into_response(),
+        RegistrationError::Store(error) => store_error(&error),
+        other => internal(&other),
+    }
+}
+
+/// Maps a credential-management failure.
+pub fn credential_error(error: CredentialError) -> Response {
+    match error {
+        CredentialError::Enrolment(_) => {
+            Problem::new(StatusCode::BAD_REQUEST, "Invalid working credential")
+                .with_detail(error.to_string())
+                .into_response()
+        }
+        CredentialError::Exists(_) | CredentialError::Taken(_) => {
+            Problem::new(StatusCode::CONFLICT, "Conflict")
+                .with_detail(error.to_string())
+                .into_response()
+        }
+        CredentialError::NotFound => {
+            Problem::new(StatusCode::NOT_FOUND, "No such credential").into_response()
+        }
+        CredentialError::LastCredential => {
+            Problem::new(StatusCode::CONFLICT, "Last working credential")
+                .with_detail(error.to_string())
+                .into_response()
+        }
+        CredentialError::Store(error) => store_error(&error),
+        CredentialError::Audit(_) => internal(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_data_error;
+
+    #[test]
+    fn data_errors_name_the_field_but_never_the_value() {
+        let described = describe_data_error(
+            "Failed to deserialize the JSON body into the target type: credentials[0].slot: invalid type: string \"hunter2\", expected u32 at line 1 column 9",
+        );
+        assert_eq!(described, "credentials[0].slot: wrong type or value");
+        assert_eq!(
+            describe_data_error(
+                "Failed to deserialize the JSON body into the target type: missing field `uid` at line 1 column 2"
+            ),
+            ".: missing field `uid` at line 1 column 2"
+        );
+    }
+}
