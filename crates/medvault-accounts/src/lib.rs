@@ -7,7 +7,8 @@
 //! certificate, working-credential certificates and, for institutions and
 //! professionals only, a display name), the checks on an enrolled credential
 //! ([`Enrolment`]), and every login path, session and credential change
-//! ([`Accounts`]). Sealed documents build on it.
+//! ([`Accounts`]), connections between participants and the sealed documents
+//! they exchange ([`Exchange`]).
 //!
 //! Invariants: a UID is never reused (the store's key refuses a second row); a
 //! patient's directory entry names nothing; a registration stores the
@@ -17,10 +18,15 @@
 //! audit trail, with no name, email or secret in the detail.
 
 mod directory;
+mod documents;
 mod enrolment;
 mod login;
 
 pub use directory::{Directory, DirectoryEntry, Registration, RegistrationError};
+pub use documents::{
+    Connection, Exchange, ExchangeError, MAX_LIST, MAX_RECIPIENTS, MAX_SEALED_HEADER,
+    MAX_SEALED_KEY, NewDocument,
+};
 pub use enrolment::{Enrolment, EnrolmentError, MAX_TANS, PASSWORD_SUITE, PasswordEnrolment};
 pub use login::{
     Accounts, CredentialError, CredentialInfo, LoginError, LoginGrant, LoginPolicy,

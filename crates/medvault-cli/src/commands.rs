@@ -88,6 +88,9 @@ struct ServeArgs {
     /// Largest request body in bytes [default: 65536].
     #[arg(long, env = "MEDVAULT_BODY_LIMIT_BYTES")]
     body_limit_bytes: Option<u64>,
+    /// Largest sealed document in bytes [default: 16777216].
+    #[arg(long, env = "MEDVAULT_MAX_DOCUMENT_BYTES")]
+    max_document_bytes: Option<u64>,
     /// Request timeout in seconds [default: 30].
     #[arg(long, env = "MEDVAULT_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
@@ -278,6 +281,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         oauth_issuer: args.oauth_issuer,
         fhir_base_url: args.fhir_base_url,
         body_limit_bytes: args.body_limit_bytes,
+        max_document_bytes: args.max_document_bytes,
         request_timeout_secs: args.request_timeout_secs,
         handshake_timeout_secs: args.handshake_timeout_secs,
         shutdown_grace_secs: args.shutdown_grace_secs,

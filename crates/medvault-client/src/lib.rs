@@ -11,6 +11,7 @@
 //! on first contact), then [`Client::register`] and one of the `login_*`
 //! methods, which give a [`Session`] holding the unlocked Root Credential.
 
+mod documents;
 mod enrol;
 mod session;
 
@@ -28,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
+pub use documents::{DocumentInfo, OpenedDocument};
 pub use session::{CredentialSigner, Session, VerifiedEntry};
 
 /// What went wrong, named for what the caller does next.
@@ -182,6 +184,22 @@ impl Client {
             request = request.bearer_auth(token);
         }
         decode(send(request).await?).await
+    }
+
+    pub(crate) async fn post_empty<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        token: &str,
+    ) -> Result<(), ClientError> {
+        send(
+            self.http
+                .post(self.url(path)?)
+                .json(body)
+                .bearer_auth(token),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub(crate) async fn get<R: DeserializeOwned>(
@@ -439,7 +457,12 @@ impl Client {
             .parse()
             .map_err(|_| ClientError::Verification("software certificate"))?;
         let signer = SoftwareSigner(&file.key);
-        self.login_signer(uid, credential_id, &signer).await
+        let mut session = self.login_signer(uid, credential_id, &signer).await?;
+        session.set_signing_key(
+            SoftwareKey::from_pkcs8(file.key.pkcs8())
+                .map_err(|_| ClientError::Unlock("software key"))?,
+        );
+        Ok(session)
     }
 
     /// Logs in with any P-256 credential that can sign and agree keys (a
@@ -541,7 +564,7 @@ fn slot_keys(response: &proto::LoginResponse) -> SlotKeys<'_> {
 }
 
 /// A software key as a [`CredentialSigner`].
-struct SoftwareSigner<'a>(&'a SoftwareKey);
+pub(crate) struct SoftwareSigner<'a>(pub(crate) &'a SoftwareKey);
 
 impl CredentialSigner for SoftwareSigner<'_> {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, ClientError> {

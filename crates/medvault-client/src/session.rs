@@ -76,6 +76,14 @@ impl Session {
         }
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn set_signing_key(&mut self, key: SoftwareKey) {
+        self.signing_key = Some(key);
+    }
+
     /// Who is logged in.
     pub fn uid(&self) -> Uid {
         self.uid
@@ -101,7 +109,8 @@ impl Session {
         &self.root
     }
 
-    /// The signing key of a knowledge credential (password, SuperPIN, TAN).
+    /// The signing key of the session's credential when the SDK holds it
+    /// (password, SuperPIN, TAN, software certificate; not a smartcard).
     pub fn signing_key(&self) -> Option<&SoftwareKey> {
         self.signing_key.as_ref()
     }

@@ -32,6 +32,7 @@
 mod certificate;
 mod codes;
 mod credential_certificate;
+pub mod document;
 mod ec;
 pub mod enrol;
 mod kek;

@@ -53,6 +53,8 @@ pub struct AppState {
     pub accounts: medvault_accounts::Accounts,
     /// The participant CA as clients pin it.
     pub ca_info: Arc<medvault_proto::accounts::CaInfo>,
+    /// Connections and sealed documents.
+    pub exchange: medvault_accounts::Exchange,
 }
 
 /// A token bucket over audit entries for refused requests.
@@ -123,13 +125,27 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The patient listener's router, with `extra` routes merged in.
 pub fn patient_router(state: AppState, extra: Router<AppState>) -> Router {
-    let router = Router::new()
+    let limited = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(crate::api::router())
         .merge(extra)
-        .fallback(not_found);
-    common_layers(router, &state.config).with_state(state)
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes));
+    // Sealed documents are larger than any other body: their route alone
+    // takes up to the document limit (base64 adds a third) plus the envelope.
+    let documents = crate::api::document_router().layer(RequestBodyLimitLayer::new(
+        document_upload_limit(state.config.max_document_bytes),
+    ));
+    common_layers(limited.merge(documents), &state.config).with_state(state)
+}
+
+/// The largest body of a document upload: the base64 of the largest sealed
+/// body, plus room for the recipients' keys, header and signature.
+pub fn document_upload_limit(max_document_bytes: usize) -> usize {
+    max_document_bytes
+        .saturating_add(max_document_bytes.div_ceil(3))
+        .saturating_add(64 * 1024)
 }
 
 /// The HDDT (mTLS) listener's router.
@@ -138,11 +154,13 @@ pub fn hddt_router(state: AppState) -> Router {
     // pairing work, the RFC 8414 metadata and /fhir/metadata).
     let public = Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready));
+        .route("/ready", get(ready))
+        .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes));
     // Everything else, including unknown paths, needs a registered certificate.
     let protected = Router::new()
         .route("/client-certificate", get(client_certificate))
         .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_client_certificate,
@@ -183,8 +201,7 @@ fn common_layers(router: Router<AppState>, config: &Config) -> Router<AppState> 
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 config.request_timeout,
-            ))
-            .layer(RequestBodyLimitLayer::new(config.body_limit_bytes)),
+            )),
     )
 }
 

@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub fhir_base_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: Option<u64>,
+    /// Largest sealed document body, in bytes (its upload may be larger).
+    pub max_document_bytes: Option<u64>,
     /// Longest a request may take, in seconds.
     pub request_timeout_secs: Option<u64>,
     /// Longest a TLS handshake may take, in seconds.
@@ -93,6 +95,7 @@ impl RawConfig {
             oauth_issuer: self.oauth_issuer.or(lower.oauth_issuer),
             fhir_base_url: self.fhir_base_url.or(lower.fhir_base_url),
             body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
+            max_document_bytes: self.max_document_bytes.or(lower.max_document_bytes),
             request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
             handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
@@ -185,6 +188,9 @@ pub struct Config {
     pub fhir_base_url: Url,
     /// Largest request body.
     pub body_limit_bytes: usize,
+    /// Largest sealed document body (the document upload route alone takes
+    /// bodies up to about 4/3 of this, for base64, plus 64 KiB).
+    pub max_document_bytes: usize,
     /// Request timeout.
     pub request_timeout: Duration,
     /// TLS handshake timeout.
@@ -209,6 +215,8 @@ pub struct Config {
 
 /// The largest body limit an operator may configure.
 const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+/// The largest `max_document_bytes`.
+const MAX_DOCUMENT_LIMIT: u64 = 64 * 1024 * 1024;
 
 fn parse_addr(
     setting: &'static str,
@@ -376,6 +384,13 @@ impl Config {
             hddt_listen.port(),
             "/fhir",
         )?;
+        let max_document = raw.max_document_bytes.unwrap_or(16 * 1024 * 1024);
+        if !(64 * 1024..=MAX_DOCUMENT_LIMIT).contains(&max_document) {
+            return Err(ConfigError::new(
+                "max_document_bytes",
+                format!("must be between 65536 and {MAX_DOCUMENT_LIMIT}"),
+            ));
+        }
         let body_limit = raw.body_limit_bytes.unwrap_or(64 * 1024);
         if !(1024..=MAX_BODY_LIMIT).contains(&body_limit) {
             return Err(ConfigError::new(
@@ -423,6 +438,7 @@ impl Config {
             oauth_issuer,
             fhir_base_url,
             body_limit_bytes: usize::try_from(body_limit).unwrap_or(usize::MAX),
+            max_document_bytes: usize::try_from(max_document).unwrap_or(usize::MAX),
             request_timeout: seconds(
                 "request_timeout_secs",
                 raw.request_timeout_secs,

@@ -12,6 +12,7 @@
 //! Invariant: every write that returns `Ok` has been committed.
 
 mod accounts;
+mod documents;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "working credentials, passwords, sessions, login challenges and throttle",
         sql: include_str!("../migrations/0003_credentials.sql"),
+    },
+    Migration {
+        version: 4,
+        description: "connections and sealed documents",
+        sql: include_str!("../migrations/0004_documents.sql"),
     },
 ];
 

@@ -9,6 +9,7 @@
 //! Invariant: every write that returns `Ok` has been committed.
 
 mod accounts;
+mod documents;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -42,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "working credentials, passwords, sessions, login challenges and throttle",
         sql: include_str!("../migrations/0003_credentials.sql"),
+    },
+    Migration {
+        version: 4,
+        description: "connections and sealed documents",
+        sql: include_str!("../migrations/0004_documents.sql"),
     },
 ];
 

@@ -21,9 +21,10 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, ClientCertificateRowV1, CredentialKeyRowV1,
-    LoginChallengeRowV1, NewWorkingCredential, ParticipantRowV1, PasswordRowV1,
-    RemoveCredentialOutcome, SessionRowV1, Store, StoreError, WorkingCredentialRowV1,
+    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, ClientCertificateRowV1, ConnectionChange,
+    ConnectionRowV1, CredentialKeyRowV1, DocumentRowV1, LoginChallengeRowV1, NewWorkingCredential,
+    ParticipantRowV1, PasswordRowV1, RemoveCredentialOutcome, SessionRowV1, Store, StoreError,
+    WorkingCredentialRowV1,
 };
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
@@ -56,6 +57,8 @@ macro_rules! store_conformance_tests {
             a_one_time_key_is_consumed_once,
             sessions_and_challenges_end,
             login_failures_count_and_lock,
+            connections_are_invited_accepted_and_deleted,
+            documents_are_stored_whole_and_seen_by_their_recipients,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -733,4 +736,166 @@ pub async fn login_failures_count_and_lock(store: &dyn Store) {
             .unwrap(),
         1
     );
+}
+
+/// Registers three patients with one credential each; returns their UIDs, sorted.
+async fn three_participants(store: &dyn Store) -> [String; 3] {
+    let mut uids = [
+        "11111111-1111-4111-8111-111111111111".to_owned(),
+        "22222222-2222-4222-8222-222222222222".to_owned(),
+        "33333333-3333-4333-8333-333333333333".to_owned(),
+    ];
+    uids.sort();
+    for (index, uid) in uids.iter().enumerate() {
+        let participant = sample_participant(uid, "patient", None);
+        let credential = sample_credential(&format!("wc-{index}"), uid, "superpin", 0..=0, None);
+        store
+            .register_participant(&participant, &[credential])
+            .await
+            .unwrap();
+    }
+    uids
+}
+
+/// A pair has one connection; only the invited side accepts; either deletes.
+pub async fn connections_are_invited_accepted_and_deleted(store: &dyn Store) {
+    let [a, b, c] = three_participants(store).await;
+    let pending = ConnectionRowV1 {
+        uid_low: a.clone(),
+        uid_high: b.clone(),
+        inviter: a.clone(),
+        state: "pending".to_owned(),
+        created_at: T0,
+        accepted_at: None,
+    };
+    store.insert_connection(&pending).await.unwrap();
+    let again = ConnectionRowV1 {
+        inviter: b.clone(),
+        ..pending.clone()
+    };
+    assert!(matches!(
+        store.insert_connection(&again).await,
+        Err(StoreError::Conflict("connection"))
+    ));
+    let reversed = ConnectionRowV1 {
+        uid_low: b.clone(),
+        uid_high: a.clone(),
+        ..pending.clone()
+    };
+    assert!(
+        store.insert_connection(&reversed).await.is_err(),
+        "low < high is enforced"
+    );
+    let at = T0 + Duration::minutes(1);
+    assert_eq!(
+        store.accept_connection(&a, &b, &a, at).await.unwrap(),
+        ConnectionChange::NotFound,
+        "the inviter cannot accept"
+    );
+    assert_eq!(
+        store.accept_connection(&a, &b, &b, at).await.unwrap(),
+        ConnectionChange::Done
+    );
+    assert_eq!(
+        store.accept_connection(&a, &b, &b, at).await.unwrap(),
+        ConnectionChange::NotFound,
+        "an active connection is not accepted twice"
+    );
+    let active = store.connection(&a, &b).await.unwrap().unwrap();
+    assert_eq!(
+        (active.state.as_str(), active.accepted_at),
+        ("active", Some(at))
+    );
+    let other = ConnectionRowV1 {
+        uid_low: b.clone(),
+        uid_high: c.clone(),
+        inviter: c.clone(),
+        ..pending.clone()
+    };
+    store.insert_connection(&other).await.unwrap();
+    assert_eq!(store.connections(&b).await.unwrap().len(), 2);
+    assert_eq!(store.connections(&a).await.unwrap(), vec![active]);
+    assert_eq!(
+        store.delete_connection(&a, &b).await.unwrap(),
+        ConnectionChange::Done
+    );
+    assert_eq!(
+        store.delete_connection(&a, &b).await.unwrap(),
+        ConnectionChange::NotFound
+    );
+    assert_eq!(store.connection(&a, &b).await.unwrap(), None);
+}
+
+/// A document is stored with all its keys or not at all, and each recipient
+/// sees it with their own key only.
+pub async fn documents_are_stored_whole_and_seen_by_their_recipients(store: &dyn Store) {
+    let [a, b, c] = three_participants(store).await;
+    let document = DocumentRowV1 {
+        id: "doc-1".to_owned(),
+        sender_uid: a.clone(),
+        sender_credential_id: "wc-0".to_owned(),
+        sender_certificate: vec![0x30, 3],
+        signature: vec![0x30, 4],
+        sealed_header: vec![1; 40],
+        sealed_body: vec![2; 4096],
+        size: 4096,
+        created_at: T0,
+    };
+    let keys = vec![(a.clone(), vec![10; 80]), (b.clone(), vec![11; 80])];
+    store.insert_document(&document, &keys).await.unwrap();
+    let for_b = store.received_document(&b, "doc-1").await.unwrap().unwrap();
+    assert_eq!(for_b.document, document);
+    assert_eq!(for_b.sealed_key, vec![11; 80]);
+    assert_eq!(for_b.recipients, vec![a.clone(), b.clone()]);
+    assert_eq!(store.received_document(&c, "doc-1").await.unwrap(), None);
+    let listed = store.received_documents(&a, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0].document.sealed_body.is_empty(),
+        "lists carry no bodies"
+    );
+    assert_eq!(listed[0].sealed_key, vec![10; 80]);
+
+    // A key for an unknown participant fails the whole document.
+    let broken = DocumentRowV1 {
+        id: "doc-2".to_owned(),
+        created_at: T0 + Duration::minutes(1),
+        ..document.clone()
+    };
+    let bad_keys = vec![
+        (c.clone(), vec![12; 80]),
+        (
+            "00000000-0000-4000-8000-000000000000".to_owned(),
+            vec![13; 80],
+        ),
+    ];
+    assert!(store.insert_document(&broken, &bad_keys).await.is_err());
+    assert_eq!(store.received_document(&c, "doc-2").await.unwrap(), None);
+    assert!(store.received_documents(&c, 10).await.unwrap().is_empty());
+    // The id is never taken twice.
+    assert!(matches!(
+        store
+            .insert_document(&document, &[(c.clone(), vec![1; 80])])
+            .await,
+        Err(StoreError::Conflict("document"))
+    ));
+    // Newest first, bounded.
+    let newer = DocumentRowV1 {
+        id: "doc-3".to_owned(),
+        created_at: T0 + Duration::minutes(2),
+        ..document
+    };
+    store
+        .insert_document(&newer, &[(a.clone(), vec![14; 80])])
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .received_documents(&a, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|received| received.document.id)
+        .collect();
+    assert_eq!(ids, vec!["doc-3".to_owned(), "doc-1".to_owned()]);
+    assert_eq!(store.received_documents(&a, 1).await.unwrap().len(), 1);
 }

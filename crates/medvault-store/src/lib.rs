@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod audit;
 pub mod client_certificates;
 pub mod conformance;
+pub mod documents;
 mod error;
 pub mod participants;
 
@@ -25,6 +26,9 @@ pub use accounts::{
 };
 pub use audit::{AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore};
 pub use client_certificates::{ClientCertificateRowV1, ClientCertificateStore};
+pub use documents::{
+    ConnectionChange, ConnectionRowV1, DocumentRowV1, DocumentStore, ReceivedDocumentV1,
+};
 pub use error::StoreError;
 pub use participants::{ParticipantRowV1, ParticipantStore};
 
@@ -57,6 +61,7 @@ pub trait Store:
     + ClientCertificateStore
     + ParticipantStore
     + AccountStore
+    + DocumentStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -7,6 +7,7 @@
 //! value is the domain crates' job.
 
 mod accounts;
+mod documents;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -23,9 +24,14 @@ use crate::problem::Problem;
 
 pub use accounts::OPENAPI;
 
-/// The `/api/v1` routes.
+/// The `/api/v1` routes with the ordinary body limit.
 pub fn router() -> Router<AppState> {
-    accounts::routes()
+    accounts::routes().merge(documents::routes())
+}
+
+/// The document upload route, which takes bodies up to the document limit.
+pub fn document_router() -> Router<AppState> {
+    documents::large_routes()
 }
 
 /// A JSON body; a malformed one is answered with problem+json 400 (415 for a

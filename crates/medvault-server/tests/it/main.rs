@@ -10,7 +10,9 @@
     reason = "integration tests: a failed expectation must fail the test, and deadlines use the wall clock"
 )]
 
+#[macro_use]
 mod accounts;
+mod documents;
 mod http;
 mod mtls;
 mod parsers;
