@@ -14,6 +14,7 @@
 mod documents;
 mod enrol;
 mod session;
+pub mod smartcard;
 
 use std::fmt;
 

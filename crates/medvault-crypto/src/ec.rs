@@ -110,6 +110,25 @@ pub fn verify_challenge(
         .map_err(|_| CryptoError::Decrypt)
 }
 
+/// Turns a raw `r || s` ECDSA P-256 signature (64 bytes, as PKCS#11's
+/// `CKM_ECDSA` returns it) into the DER `ECDSA-Sig-Value` every medvault
+/// verifier takes.
+pub fn ecdsa_p256_fixed_to_der(signature: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use pkcs8::der::Encode;
+    use pkcs8::der::asn1::{SequenceOf, UintRef};
+    let (r, s) = signature
+        .split_at_checked(32)
+        .filter(|(_, s)| s.len() == 32)
+        .ok_or(CryptoError::Malformed)?;
+    let mut sequence: SequenceOf<UintRef<'_>, 2> = SequenceOf::new();
+    for part in [r, s] {
+        sequence
+            .add(UintRef::new(part).map_err(|_| CryptoError::Malformed)?)
+            .map_err(|_| CryptoError::Malformed)?;
+    }
+    sequence.to_der().map_err(|_| CryptoError::Malformed)
+}
+
 /// A P-256 private key held in software (the software-certificate credential).
 pub struct SoftwareKey {
     pkcs8: Zeroizing<Vec<u8>>,
@@ -185,6 +204,31 @@ mod tests {
             uid: "uid".into(),
             working_credential_id: "softcert-1".into(),
         }
+    }
+
+    #[test]
+    fn a_fixed_signature_converts_to_der_that_verifies() {
+        use aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let key = SoftwareKey::generate().unwrap();
+        let fixed_key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, key.pkcs8()).unwrap();
+        for message in [&b"one"[..], b"two", b"three", b"four"] {
+            let fixed = fixed_key.sign(&SystemRandom::new(), message).unwrap();
+            let der = ecdsa_p256_fixed_to_der(fixed.as_ref()).unwrap();
+            verify_challenge(&key.public_key(), message, &der).unwrap();
+        }
+        // High bits and leading zeros are encoded as DER integers must be.
+        let mut edge = [0u8; 64];
+        edge[0] = 0x80;
+        edge[33] = 0x01;
+        let der = ecdsa_p256_fixed_to_der(&edge).unwrap();
+        // r: 0x80.. takes a 0x00 pad (33 bytes); s: 0x00 0x01 .. loses its zero (31 bytes).
+        assert_eq!(&der[..5], &[0x30, 68, 0x02, 33, 0x00]);
+        assert_eq!(&der[37..40], &[0x02, 31, 0x01]);
+        assert_eq!(
+            ecdsa_p256_fixed_to_der(&[0; 63]),
+            Err(CryptoError::Malformed)
+        );
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIF
 pub use codes::{CodeKind, RecoveryCode, code_salt, proof_matches, stored_proof};
 pub use credential_certificate::{CertifiedCredential, CredentialSubject, check_p256_public_key};
 pub use ec::{
-    EcdhEnvelope, SoftwareKey, enrolment_message, login_challenge, seal_ecdh_envelope,
-    verify_challenge,
+    EcdhEnvelope, SoftwareKey, ecdsa_p256_fixed_to_der, enrolment_message, login_challenge,
+    seal_ecdh_envelope, verify_challenge,
 };
 pub use enrol::EnrolmentSlot;
 pub use kek::{KeyEncryptionKey, WrapBinding, WrappedKey};

@@ -16,6 +16,7 @@ mod documents;
 mod http;
 mod mtls;
 mod parsers;
+mod smartcard;
 mod tls_policy;
 
 /// Asserts that a response carries an RFC 9457 problem document.
