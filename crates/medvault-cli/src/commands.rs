@@ -37,6 +37,34 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Your account: register, log in and out.
+    Account {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::user::AccountCommand,
+    },
+    /// Your working credentials.
+    Credentials {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::user::CredentialsCommand,
+    },
+    /// Sealed documents.
+    Documents {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::user::DocumentsCommand,
+    },
+    /// Connections with other participants.
+    Connections {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::user::ConnectionsCommand,
+    },
 }
 
 /// Settings shared by every command that opens the data directory or database.
@@ -203,6 +231,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             run_async(audit_verify(config, anchor))
+        }
+        Command::Account { profile, command } => run_async(crate::user::account(profile, command)),
+        Command::Credentials { profile, command } => {
+            run_async(crate::user::credentials(profile, command))
+        }
+        Command::Documents { profile, command } => {
+            run_async(crate::user::documents(profile, command))
+        }
+        Command::Connections { profile, command } => {
+            run_async(crate::user::connections(profile, command))
         }
     }
 }

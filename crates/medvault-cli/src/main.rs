@@ -3,7 +3,8 @@
 //! `medvault serve` runs the server; `medvault admin client-cert ...` manages the
 //! mTLS allow-list in the database (running servers pick changes up within
 //! `allowlist_refresh_secs`); `medvault audit verify|checkpoint` checks and
-//! anchors the audit chain. Exit codes: 0 success, 1 runtime failure, 2 bad
+//! anchors the audit chain. `medvault account|credentials|documents|connections`
+//! are a participant's commands over the SDK, with state in a profile directory. Exit codes: 0 success, 1 runtime failure, 2 bad
 //! configuration or usage.
 #![allow(
     clippy::print_stdout,
@@ -12,6 +13,7 @@
 )]
 
 mod commands;
+mod user;
 
 use std::process::ExitCode;
 

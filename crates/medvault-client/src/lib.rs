@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 pub use documents::{DocumentInfo, OpenedDocument};
-pub use session::{CredentialSigner, Session, VerifiedEntry};
+pub use session::{CredentialSigner, Session, SessionState, VerifiedEntry};
 
 /// What went wrong, named for what the caller does next.
 #[derive(Debug, thiserror::Error)]

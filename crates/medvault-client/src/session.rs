@@ -238,3 +238,97 @@ impl Session {
         })
     }
 }
+
+/// What a client keeps to resume a session in a later process: the token and
+/// the unlocked keys. As secret as the credentials themselves: store it only
+/// where the user alone can read it, and delete it at logout.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionState {
+    /// The bearer token.
+    pub token: String,
+    /// Who.
+    pub uid: String,
+    /// With which credential.
+    pub credential_id: String,
+    /// Until when (RFC 3339).
+    pub expires_at: String,
+    /// The Root Credential's public key.
+    pub root_public_key: medvault_proto::Bytes,
+    /// The Root Credential's private key.
+    pub root_private_key: medvault_proto::Bytes,
+    /// The credential's signing key (PKCS#8), when the SDK holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<medvault_proto::Bytes>,
+}
+
+impl fmt::Debug for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionState")
+            .field("uid", &self.uid)
+            .field("credential_id", &self.credential_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SessionState {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.token.zeroize();
+        self.root_private_key.0.zeroize();
+        if let Some(key) = self.signing_key.as_mut() {
+            key.0.zeroize();
+        }
+    }
+}
+
+impl Session {
+    /// The state to resume this session later ([`Client::resume`]).
+    pub fn export(&self) -> SessionState {
+        SessionState {
+            token: self.token.to_string(),
+            uid: self.uid.to_string(),
+            credential_id: self.credential_id.clone(),
+            expires_at: self.expires_at.clone(),
+            root_public_key: self.root.public_key().as_bytes().to_vec().into(),
+            root_private_key: self.root.private_key().export().to_vec().into(),
+            signing_key: self
+                .signing_key
+                .as_ref()
+                .map(|key| key.pkcs8().to_vec().into()),
+        }
+    }
+}
+
+impl Client {
+    /// Resumes an exported session (the server decides whether it is still valid).
+    pub fn resume(&self, state: &SessionState) -> Result<Session, ClientError> {
+        let invalid = |_| ClientError::Invalid("stored session");
+        let public =
+            RootPublicKey::from_bytes(state.root_public_key.as_slice()).map_err(invalid)?;
+        let private = medvault_crypto::RootPrivateKey::from_bytes(Zeroizing::new(
+            state.root_private_key.as_slice().to_vec(),
+        ))
+        .map_err(invalid)?;
+        let root = RootCredential::from_parts(public, private).map_err(invalid)?;
+        let signing_key = state
+            .signing_key
+            .as_ref()
+            .map(|key| SoftwareKey::from_pkcs8(key.as_slice()))
+            .transpose()
+            .map_err(invalid)?;
+        Ok(Session {
+            client: self.clone(),
+            token: Zeroizing::new(state.token.clone()),
+            uid: state
+                .uid
+                .parse()
+                .map_err(|_| ClientError::Invalid("stored session"))?,
+            credential_id: state.credential_id.clone(),
+            expires_at: state.expires_at.clone(),
+            root,
+            signing_key,
+        })
+    }
+}

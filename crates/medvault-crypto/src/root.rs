@@ -64,6 +64,13 @@ impl RootPrivateKey {
     pub(crate) fn secret_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A copy of the raw bytes, for a client that keeps an unlocked session
+    /// across processes (the CLI's session file, mode 0600, deleted at logout).
+    /// Never for the server.
+    pub fn export(&self) -> Zeroizing<Vec<u8>> {
+        self.0.clone()
+    }
 }
 
 impl fmt::Debug for RootPrivateKey {

@@ -10,5 +10,6 @@
     reason = "integration tests: a failed expectation must fail the test, and deadlines use the wall clock"
 )]
 
+mod participant;
 mod process;
 mod serve;

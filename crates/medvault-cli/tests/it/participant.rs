@@ -1,0 +1,313 @@
+//! A participant's commands (`account`, `credentials`, `documents`,
+//! `connections`) run as the real binary against a test server.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use medvault_testkit::TestServer;
+
+use crate::process::command;
+
+/// Runs `medvault ARGS` with `stdin` fed to it, off the async runtime.
+async fn medvault(profile: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut full: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    full.push("--profile".into());
+    full.push(profile.to_str().unwrap().to_owned());
+    if !stdin.is_empty() {
+        full.push("--password-stdin".into());
+    }
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let mut child = command(&refs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn field<'a>(stdout: &'a str, prefix: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {stdout}"))
+        .trim()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_and_a_practice_use_every_command() {
+    let server = TestServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let ca = work.path().join("tls-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let url = server.patient_url("/");
+    let patient = work.path().join("patient");
+    let certificate = work.path().join("patient-cert.pem");
+
+    // Register: password and certificate passphrase from stdin, never argv.
+    let registered = ok(&medvault(
+        &patient,
+        &[
+            "account",
+            "register",
+            "--server",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--kind",
+            "patient",
+            "--email",
+            "anna@example.org",
+            "--tans",
+            "2",
+            "--software-certificate",
+            certificate.to_str().unwrap(),
+        ],
+        "correct horse\nfile passphrase\n",
+    )
+    .await);
+    let uid = field(&registered, "uid:").to_owned();
+    let superpin = field(
+        &registered,
+        "SuperPIN (write it down; it is shown only now):",
+    )
+    .to_owned();
+    let tan1 = field(&registered, "TAN   1:").to_owned();
+    assert_eq!(superpin.len(), 29, "25 symbols in 5 groups");
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&patient), 0o700);
+        assert_eq!(mode(&patient.join("profile.json")), 0o600);
+        assert_eq!(mode(&certificate), 0o600);
+    }
+    assert!(
+        std::fs::read_to_string(&certificate)
+            .unwrap()
+            .contains("ENCRYPTED PRIVATE KEY")
+    );
+
+    // A secret on the command line is refused outright.
+    let refused = medvault(
+        &patient,
+        &[
+            "account",
+            "login",
+            "--email",
+            "anna@example.org",
+            "--password",
+            "x",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+
+    ok(&medvault(
+        &patient,
+        &["account", "login", "--email", "Anna@Example.org"],
+        "correct horse\n",
+    )
+    .await);
+    #[cfg(unix)]
+    assert_eq!(mode(&patient.join("session.json")), 0o600);
+    let whoami = ok(&medvault(&patient, &["account", "whoami"], "").await);
+    assert_eq!(field(&whoami, "uid:"), uid);
+    let list = ok(&medvault(&patient, &["credentials", "list"], "").await);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert!(list.contains("(2 left)"), "{list}");
+
+    // A document for oneself: send, list, open.
+    let letter = work.path().join("letter.txt");
+    std::fs::write(&letter, "Blutzucker 5.4 mmol/l").unwrap();
+    let sent = ok(&medvault(
+        &patient,
+        &[
+            "documents",
+            "send",
+            "--title",
+            "Werte",
+            "--media-type",
+            "text/plain",
+            letter.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await);
+    let document = sent.trim().to_owned();
+    let listed = ok(&medvault(&patient, &["documents", "list"], "").await);
+    assert!(
+        listed.contains(&document) && listed.contains("Werte"),
+        "{listed}"
+    );
+    let opened = ok(&medvault(&patient, &["documents", "open", &document], "").await);
+    assert_eq!(opened, "Blutzucker 5.4 mmol/l");
+
+    // Logout forgets the session; the TAN works once; the certificate and the SuperPIN log in.
+    ok(&medvault(&patient, &["account", "logout"], "").await);
+    assert!(!patient.join("session.json").exists());
+    assert_eq!(
+        medvault(&patient, &["account", "whoami"], "")
+            .await
+            .status
+            .code(),
+        Some(1)
+    );
+    ok(&medvault(
+        &patient,
+        &["account", "login", "--tan", "1", "--uid", &uid],
+        &format!("{tan1}\n"),
+    )
+    .await);
+    ok(&medvault(&patient, &["account", "logout"], "").await);
+    let reused = medvault(
+        &patient,
+        &["account", "login", "--tan", "1", "--uid", &uid],
+        &format!("{tan1}\n"),
+    )
+    .await;
+    assert_eq!(reused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&reused.stderr).contains("401"),
+        "{reused:?}"
+    );
+    ok(&medvault(
+        &patient,
+        &[
+            "account",
+            "login",
+            "--certificate",
+            certificate.to_str().unwrap(),
+        ],
+        "file passphrase\n",
+    )
+    .await);
+    ok(&medvault(
+        &patient,
+        &["account", "login", "--superpin", "--uid", &uid],
+        &format!("{}\n", superpin.to_lowercase()),
+    )
+    .await);
+
+    // A practice connects and receives a document.
+    let practice = work.path().join("practice");
+    let practice_registered = ok(&medvault(
+        &practice,
+        &[
+            "account",
+            "register",
+            "--server",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--kind",
+            "institution:practice",
+            "--name",
+            "Praxis Nord",
+        ],
+        "",
+    )
+    .await);
+    let practice_uid = field(&practice_registered, "uid:").to_owned();
+    let practice_pin = field(
+        &practice_registered,
+        "SuperPIN (write it down; it is shown only now):",
+    )
+    .to_owned();
+    ok(&medvault(
+        &practice,
+        &["account", "login", "--superpin", "--uid", &practice_uid],
+        &format!("{practice_pin}\n"),
+    )
+    .await);
+    ok(&medvault(&patient, &["connections", "invite", &practice_uid], "").await);
+    let pending = ok(&medvault(&practice, &["connections", "list"], "").await);
+    assert!(
+        pending.contains(&uid) && pending.contains("incoming"),
+        "{pending}"
+    );
+    ok(&medvault(&practice, &["connections", "accept", &uid], "").await);
+    let sent = ok(&medvault(
+        &patient,
+        &[
+            "documents",
+            "send",
+            "--to",
+            &practice_uid,
+            "--title",
+            "Für die Praxis",
+            letter.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await);
+    let output = work.path().join("received.txt");
+    ok(&medvault(
+        &practice,
+        &[
+            "documents",
+            "open",
+            sent.trim(),
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await);
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "Blutzucker 5.4 mmol/l"
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&output), 0o600);
+
+    // Credentials: add TANs, remove them.
+    let added = ok(&medvault(&practice, &["credentials", "add", "--tans", "3"], "").await);
+    assert_eq!(
+        added
+            .lines()
+            .filter(|line| line.starts_with("TAN "))
+            .count(),
+        3
+    );
+    let batch = added
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    ok(&medvault(&practice, &["credentials", "remove", &batch], "").await);
+    let remaining = ok(&medvault(&practice, &["credentials", "list"], "").await);
+    assert_eq!(remaining.lines().count(), 1, "{remaining}");
+    let last = remaining.split_whitespace().next().unwrap().to_owned();
+    let refused = medvault(&practice, &["credentials", "remove", &last], "").await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("409"),
+        "{refused:?}"
+    );
+}
