@@ -442,6 +442,15 @@ impl Accounts {
         .map_err(LoginError::Audit)
     }
 
+    /// Deletes expired sessions and challenges and forgotten throttle rows;
+    /// returns how many rows went.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        self.store
+            .purge_expired_logins(now, now - self.policy.failure_memory)
+            .await
+    }
+
     // ---- credential management --------------------------------------------
 
     /// The session owner's active credentials.

@@ -229,6 +229,7 @@ pub async fn start_with_routes(
             config.audit_retention_days,
             shutdown.subscribe(),
         ),
+        spawn_login_cleanup(state.accounts.clone(), shutdown.subscribe()),
     ];
 
     let detail = AuditDetail::new()
@@ -511,6 +512,26 @@ fn spawn_audit_maintenance(
                         tracing::warn!(%error, "audit checkpoint failed");
                     }
                 }
+                () = stopped(&mut shutdown) => break,
+            }
+        }
+    })
+}
+
+/// Every five minutes, deletes expired sessions and login challenges and
+/// throttle rows whose failures are forgotten (none of them grants anything
+/// once expired; this keeps the tables small).
+fn spawn_login_cleanup(accounts: Accounts, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(300));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => match accounts.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "purged expired login state"),
+                    Err(error) => tracing::warn!(%error, "purging expired login state failed"),
+                },
                 () = stopped(&mut shutdown) => break,
             }
         }

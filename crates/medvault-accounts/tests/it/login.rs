@@ -491,6 +491,9 @@ async fn sessions_end_at_logout_and_expiry() {
         fixture.accounts.authenticate(grant.token.expose()).await,
         Err(LoginError::Unauthenticated)
     ));
+    // Expired rows are cleaned up (the session just expired; nothing else is due).
+    assert_eq!(fixture.accounts.purge_expired().await.unwrap(), 1);
+    assert_eq!(fixture.accounts.purge_expired().await.unwrap(), 0);
     for forged in ["", "mvs_", "Bearer x", &"mvs_a".repeat(40)] {
         assert!(matches!(
             fixture.accounts.authenticate(forged).await,

@@ -16,6 +16,7 @@ mod documents;
 mod http;
 mod mtls;
 mod parsers;
+mod privacy;
 mod smartcard;
 mod tls_policy;
 
