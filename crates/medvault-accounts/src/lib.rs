@@ -17,11 +17,16 @@
 //! proofs; every registration, login, logout and credential change is in the
 //! audit trail, with no name, email or secret in the detail.
 
+mod account_app;
 mod directory;
 mod documents;
 mod enrolment;
 mod login;
 
+pub use account_app::{
+    AccountApp, AccountAppError, AccountResult, NewRequest, REQUEST_LIFETIME, RequestPage,
+    RequestPurpose,
+};
 pub use directory::{Directory, DirectoryEntry, Registration, RegistrationError};
 pub use documents::{
     Connection, Exchange, ExchangeError, MAX_LIST, MAX_RECIPIENTS, MAX_SEALED_HEADER,

@@ -119,6 +119,13 @@ struct ServeArgs {
     /// Largest sealed document in bytes [default: 16777216].
     #[arg(long, env = "MEDVAULT_MAX_DOCUMENT_BYTES")]
     max_document_bytes: Option<u64>,
+    /// A URL the Account App may send users back to (repeat; comma-separated in the environment).
+    #[arg(
+        long = "account-app-return-url",
+        env = "MEDVAULT_ACCOUNT_APP_RETURN_URLS",
+        value_delimiter = ','
+    )]
+    account_app_return_urls: Vec<String>,
     /// Request timeout in seconds [default: 30].
     #[arg(long, env = "MEDVAULT_REQUEST_TIMEOUT_SECS")]
     request_timeout_secs: Option<u64>,
@@ -320,6 +327,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         fhir_base_url: args.fhir_base_url,
         body_limit_bytes: args.body_limit_bytes,
         max_document_bytes: args.max_document_bytes,
+        account_app_return_urls: (!args.account_app_return_urls.is_empty())
+            .then(|| args.account_app_return_urls.clone()),
         request_timeout_secs: args.request_timeout_secs,
         handshake_timeout_secs: args.handshake_timeout_secs,
         shutdown_grace_secs: args.shutdown_grace_secs,

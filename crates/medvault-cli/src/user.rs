@@ -44,6 +44,12 @@ pub enum AccountCommand {
     Logout,
     /// Show who is logged in.
     Whoami,
+    /// Approve the code a medvault login or registration page shows, letting
+    /// the app that sent you there know who you are.
+    Approve {
+        /// The code on the page.
+        code: String,
+    },
 }
 
 /// `medvault account register`
@@ -362,6 +368,12 @@ pub async fn account(args: ProfileArgs, command: AccountCommand) -> anyhow::Resu
             context.forget_session()?;
             outcome?;
             println!("logged out");
+            Ok(())
+        }
+        AccountCommand::Approve { code } => {
+            let session = context.session()?;
+            let host = session.approve_account_request(&code).await?;
+            println!("approved: {host} now learns your UID");
             Ok(())
         }
         AccountCommand::Whoami => {

@@ -190,6 +190,24 @@ impl Session {
         self.add(&request).await
     }
 
+    /// Approves an Account App request showing `code` (a login or
+    /// registration page an app sent the user to); returns the app's host.
+    pub async fn approve_account_request(&self, code: &str) -> Result<String, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Approved {
+            app_host: String,
+        }
+        let approved: Approved = self
+            .client
+            .post(
+                "api/v1/account-requests/approve",
+                &serde_json::json!({ "code": code }),
+                Some(&self.token),
+            )
+            .await?;
+        Ok(approved.app_host)
+    }
+
     /// Removes a working credential (the server refuses the last one).
     pub async fn remove_credential(&self, id: &str) -> Result<(), ClientError> {
         let id: Uid = id

@@ -51,6 +51,11 @@ pub fn stored_proof(proof: &[u8]) -> Vec<u8> {
     context.finish().as_ref().to_vec()
 }
 
+/// Whether two hashes are equal, in constant time.
+pub fn proof_matches_hash(candidate: &[u8], stored: &[u8]) -> bool {
+    constant_time::verify_slices_are_equal(candidate, stored).is_ok()
+}
+
 /// Whether a login proof matches what [`stored_proof`] made (constant time).
 pub fn proof_matches(proof: &[u8], stored: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(&stored_proof(proof), stored).is_ok()

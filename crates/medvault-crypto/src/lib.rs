@@ -41,7 +41,9 @@ mod root;
 mod software_file;
 
 pub use certificate::{CertifiedRootKey, ParticipantCa, PinnedCa, ROOT_KEY_CERTIFICATE_TYPE};
-pub use codes::{CodeKind, RecoveryCode, code_salt, proof_matches, stored_proof};
+pub use codes::{
+    CodeKind, RecoveryCode, code_salt, proof_matches, proof_matches_hash, stored_proof,
+};
 pub use credential_certificate::{CertifiedCredential, CredentialSubject, check_p256_public_key};
 pub use ec::{
     EcdhEnvelope, SoftwareKey, ecdsa_p256_fixed_to_der, enrolment_message, login_challenge,

@@ -55,6 +55,8 @@ pub struct AppState {
     pub ca_info: Arc<medvault_proto::accounts::CaInfo>,
     /// Connections and sealed documents.
     pub exchange: medvault_accounts::Exchange,
+    /// The Account App's login and registration requests.
+    pub account_app: medvault_accounts::AccountApp,
 }
 
 /// A token bucket over audit entries for refused requests.

@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub body_limit_bytes: Option<u64>,
     /// Largest sealed document body, in bytes (its upload may be larger).
     pub max_document_bytes: Option<u64>,
+    /// The exact URLs the Account App may send users back to.
+    pub account_app_return_urls: Option<Vec<String>>,
     /// Longest a request may take, in seconds.
     pub request_timeout_secs: Option<u64>,
     /// Longest a TLS handshake may take, in seconds.
@@ -96,6 +98,9 @@ impl RawConfig {
             fhir_base_url: self.fhir_base_url.or(lower.fhir_base_url),
             body_limit_bytes: self.body_limit_bytes.or(lower.body_limit_bytes),
             max_document_bytes: self.max_document_bytes.or(lower.max_document_bytes),
+            account_app_return_urls: self
+                .account_app_return_urls
+                .or(lower.account_app_return_urls),
             request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
             handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
@@ -191,6 +196,9 @@ pub struct Config {
     /// Largest sealed document body (the document upload route alone takes
     /// bodies up to about 4/3 of this, for base64, plus 64 KiB).
     pub max_document_bytes: usize,
+    /// The exact URLs the Account App may send users back to (https, or
+    /// http on a loopback host in development mode).
+    pub account_app_return_urls: Vec<Url>,
     /// Request timeout.
     pub request_timeout: Duration,
     /// TLS handshake timeout.
@@ -391,6 +399,22 @@ impl Config {
                 format!("must be between 65536 and {MAX_DOCUMENT_LIMIT}"),
             ));
         }
+        let mut account_app_return_urls = Vec::new();
+        for text in raw.account_app_return_urls.iter().flatten() {
+            let url = Url::parse(text).map_err(|_| {
+                ConfigError::new("account_app_return_urls", "each must be an absolute URL")
+            })?;
+            let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            let acceptable = url.scheme() == "https"
+                || (url.scheme() == "http" && loopback && raw.dev == Some(true));
+            if !acceptable || url.fragment().is_some() || url.query().is_some() {
+                return Err(ConfigError::new(
+                    "account_app_return_urls",
+                    "each must be https (http only on localhost in development), without query or fragment",
+                ));
+            }
+            account_app_return_urls.push(url);
+        }
         let body_limit = raw.body_limit_bytes.unwrap_or(64 * 1024);
         if !(1024..=MAX_BODY_LIMIT).contains(&body_limit) {
             return Err(ConfigError::new(
@@ -439,6 +463,7 @@ impl Config {
             fhir_base_url,
             body_limit_bytes: usize::try_from(body_limit).unwrap_or(usize::MAX),
             max_document_bytes: usize::try_from(max_document).unwrap_or(usize::MAX),
+            account_app_return_urls,
             request_timeout: seconds(
                 "request_timeout_secs",
                 raw.request_timeout_secs,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use medvault_accounts::{Accounts, Directory, Exchange, LoginPolicy};
+use medvault_accounts::{AccountApp, Accounts, Directory, Exchange, LoginPolicy};
 use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, CheckpointKey, Outcome, Retention};
 use medvault_core::Clock;
 use medvault_crypto::ParticipantCa;
@@ -198,6 +198,12 @@ pub async fn start_with_routes(
             LoginPolicy::default(),
         ),
         ca_info,
+        account_app: AccountApp::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            config.account_app_return_urls.clone(),
+        ),
         exchange: Exchange::new(
             store.clone(),
             clock.clone(),

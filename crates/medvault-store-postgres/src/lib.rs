@@ -11,6 +11,7 @@
 //!
 //! Invariant: every write that returns `Ok` has been committed.
 
+mod account_requests;
 mod accounts;
 mod documents;
 
@@ -49,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         description: "connections and sealed documents",
         sql: include_str!("../migrations/0004_documents.sql"),
+    },
+    Migration {
+        version: 5,
+        description: "Account App requests",
+        sql: include_str!("../migrations/0005_account_requests.sql"),
     },
 ];
 

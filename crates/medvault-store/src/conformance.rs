@@ -21,10 +21,10 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, ClientCertificateRowV1, ConnectionChange,
-    ConnectionRowV1, CredentialKeyRowV1, DocumentRowV1, LoginChallengeRowV1, NewWorkingCredential,
-    ParticipantRowV1, PasswordRowV1, RemoveCredentialOutcome, SessionRowV1, Store, StoreError,
-    WorkingCredentialRowV1,
+    AccountRequestRowV1, AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter,
+    ClientCertificateRowV1, ConnectionChange, ConnectionRowV1, CredentialKeyRowV1, DocumentRowV1,
+    LoginChallengeRowV1, NewWorkingCredential, ParticipantRowV1, PasswordRowV1,
+    RemoveCredentialOutcome, SessionRowV1, Store, StoreError, WorkingCredentialRowV1,
 };
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             login_failures_count_and_lock,
             connections_are_invited_accepted_and_deleted,
             documents_are_stored_whole_and_seen_by_their_recipients,
+            account_requests_advance_once,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -898,4 +899,86 @@ pub async fn documents_are_stored_whole_and_seen_by_their_recipients(store: &dyn
         .collect();
     assert_eq!(ids, vec!["doc-3".to_owned(), "doc-1".to_owned()]);
     assert_eq!(store.received_documents(&a, 1).await.unwrap().len(), 1);
+}
+
+/// An Account App request is approved, redirected and its result taken, each once.
+pub async fn account_requests_advance_once(store: &dyn Store) {
+    let patient = sample_participant(PATIENT_UID, "patient", None);
+    let superpin = sample_credential("wc-2", PATIENT_UID, "superpin", 0..=0, None);
+    store
+        .register_participant(&patient, &[superpin])
+        .await
+        .unwrap();
+    let request = AccountRequestRowV1 {
+        id: "request-1".to_owned(),
+        purpose: "login".to_owned(),
+        code_hash: vec![1; 32],
+        return_to: "https://app.example/back".to_owned(),
+        state: "xyz".to_owned(),
+        status: "pending".to_owned(),
+        uid: None,
+        credential_id: None,
+        result_hash: None,
+        created_at: T0,
+        expires_at: T0 + Duration::minutes(10),
+    };
+    store.insert_account_request(&request).await.unwrap();
+    assert_eq!(
+        store.account_request("request-1", T0).await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(
+        store
+            .account_request("request-1", T0 + Duration::minutes(10))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .redirect_account_request("request-1", &[2; 32], T0)
+            .await
+            .unwrap(),
+        "a pending request cannot be redirected"
+    );
+    assert_eq!(
+        store
+            .approve_account_request(&[9; 32], PATIENT_UID, "wc-2", T0)
+            .await
+            .unwrap(),
+        None
+    );
+    let (first, second) = futures::join!(
+        store.approve_account_request(&[1; 32], PATIENT_UID, "wc-2", T0),
+        store.approve_account_request(&[1; 32], PATIENT_UID, "wc-2", T0),
+    );
+    let approved: Vec<_> = [first.unwrap(), second.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(approved.len(), 1);
+    assert_eq!(approved[0].uid.as_deref(), Some(PATIENT_UID));
+    assert!(
+        store
+            .redirect_account_request("request-1", &[2; 32], T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .redirect_account_request("request-1", &[3; 32], T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.take_account_result(&[3; 32], T0).await.unwrap(), None);
+    let taken = store
+        .take_account_result(&[2; 32], T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (taken.status.as_str(), taken.state.as_str()),
+        ("done", "xyz")
+    );
+    assert_eq!(store.take_account_result(&[2; 32], T0).await.unwrap(), None);
 }

@@ -10,6 +10,7 @@
 //! appears next to it and the backends convert, so that stored data can evolve
 //! without rewriting history (an audit entry's hash covers its format version).
 
+pub mod account_requests;
 pub mod accounts;
 pub mod audit;
 pub mod client_certificates;
@@ -20,6 +21,7 @@ pub mod participants;
 
 use async_trait::async_trait;
 
+pub use account_requests::{AccountRequestRowV1, AccountRequestStore};
 pub use accounts::{
     AccountStore, CredentialKeyRowV1, LoginChallengeRowV1, NewWorkingCredential, PasswordRowV1,
     RemoveCredentialOutcome, SessionRowV1, WorkingCredentialRowV1,
@@ -62,6 +64,7 @@ pub trait Store:
     + ParticipantStore
     + AccountStore
     + DocumentStore
+    + AccountRequestStore
     + Send
     + Sync
     + std::fmt::Debug

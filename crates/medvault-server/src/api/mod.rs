@@ -6,6 +6,7 @@
 //! wire types (`medvault-proto`) to domain types and back; every check on a
 //! value is the domain crates' job.
 
+mod account_app;
 mod accounts;
 mod documents;
 
@@ -26,7 +27,9 @@ pub use accounts::OPENAPI;
 
 /// The `/api/v1` routes with the ordinary body limit.
 pub fn router() -> Router<AppState> {
-    accounts::routes().merge(documents::routes())
+    accounts::routes()
+        .merge(documents::routes())
+        .merge(account_app::routes())
 }
 
 /// The document upload route, which takes bodies up to the document limit.

@@ -499,6 +499,8 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/connections/{uid}/accept",
         "/api/v1/documents",
         "/api/v1/documents/{id}",
+        "/api/v1/account-requests/approve",
+        "/api/v1/account-requests/result",
     ] {
         assert!(document["paths"][path].is_object(), "{path} undocumented");
     }

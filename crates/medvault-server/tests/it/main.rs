@@ -12,6 +12,7 @@
 
 #[macro_use]
 mod accounts;
+mod account_app;
 mod documents;
 mod http;
 mod mtls;

@@ -1,0 +1,260 @@
+//! The Account App over HTTP: server-rendered login and registration pages
+//! (no JavaScript, no credential typed into them), the approval a logged-in
+//! client sends, and the one-time result an app's backend redeems.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use medvault_accounts::{AccountAppError, RequestPage, RequestPurpose};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, BearerSession, internal, store_error};
+use crate::app::AppState;
+use crate::problem::Problem;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/account/login", get(login_page))
+        .route("/account/register", get(register_page))
+        .route("/account/requests/{id}", get(request_page))
+        .route("/api/v1/account-requests/approve", post(approve))
+        .route("/api/v1/account-requests/result", post(redeem))
+}
+
+/// `?return_to=&state=` of the entry pages.
+#[derive(Debug, Deserialize)]
+struct EntryQuery {
+    return_to: String,
+    #[serde(default)]
+    state: String,
+}
+
+/// `?code=` of a request page.
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    #[serde(default)]
+    code: String,
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// An HTML page with headers that keep the code in it to this page: no
+/// referrer, no framing, no scripts, not cached.
+fn html(status: StatusCode, title: &str, body: &str, refresh: bool) -> Response {
+    let refresh = if refresh {
+        "<meta http-equiv=\"refresh\" content=\"3\">"
+    } else {
+        ""
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"de\"><head><meta charset=\"utf-8\">{refresh}<title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>",
+        title = escape(title)
+    );
+    let mut response = (status, page).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; form-action 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn app_error_page(error: AccountAppError) -> Response {
+    match error {
+        AccountAppError::ReturnUrl | AccountAppError::State => html(
+            StatusCode::BAD_REQUEST,
+            "Anfrage abgelehnt",
+            &format!("<p>{}</p>", escape(&error.to_string())),
+            false,
+        ),
+        AccountAppError::Store(error) => store_error(&error),
+        other => internal(&other),
+    }
+}
+
+async fn open(state: AppState, purpose: RequestPurpose, query: EntryQuery) -> Response {
+    match state
+        .account_app
+        .open(purpose, &query.return_to, &query.state)
+        .await
+    {
+        Ok(request) => Redirect::to(&format!(
+            "/account/requests/{}?code={}",
+            request.id,
+            request.code.as_str()
+        ))
+        .into_response(),
+        Err(error) => app_error_page(error),
+    }
+}
+
+async fn login_page(State(state): State<AppState>, Query(query): Query<EntryQuery>) -> Response {
+    open(state, RequestPurpose::Login, query).await
+}
+
+async fn register_page(State(state): State<AppState>, Query(query): Query<EntryQuery>) -> Response {
+    open(state, RequestPurpose::Register, query).await
+}
+
+async fn request_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    match state.account_app.page(&id, &query.code).await {
+        Ok(RequestPage::Pending { purpose, app_host }) => {
+            let code = escape(&query.code.to_ascii_uppercase());
+            let host = escape(&app_host);
+            let (title, first) = match purpose {
+                RequestPurpose::Login => (
+                    "Anmelden mit medvault",
+                    "Melden Sie sich in Ihrer medvault-App oder mit <code>medvault account login</code> an.".to_owned(),
+                ),
+                RequestPurpose::Register => (
+                    "Registrieren bei medvault",
+                    "Registrieren Sie sich in Ihrer medvault-App oder mit <code>medvault account register</code> und melden Sie sich an.".to_owned(),
+                ),
+            };
+            let body = format!(
+                "<p><strong>{host}</strong> möchte wissen, wer Sie bei medvault sind.</p>\
+                 <ol><li>{first}</li>\
+                 <li>Bestätigen Sie diesen Code: <code>medvault account approve {code}</code></li></ol>\
+                 <p>Code: <strong>{code}</strong></p>\
+                 <p>Diese Seite geht danach von selbst weiter. Der Code gilt zehn Minuten.</p>\
+                 <p>Geben Sie hier kein Passwort, keine SuperPIN und keine TAN ein: diese Seite fragt nie danach.</p>"
+            );
+            html(StatusCode::OK, title, &body, true)
+        }
+        Ok(RequestPage::Redirect(target)) => Redirect::to(&target).into_response(),
+        Ok(RequestPage::Gone) => html(
+            StatusCode::NOT_FOUND,
+            "Anfrage nicht gefunden",
+            "<p>Diese Anfrage ist unbekannt, abgelaufen oder schon erledigt. Kehren Sie zur App zurück und beginnen Sie neu.</p>",
+            false,
+        ),
+        Err(error) => app_error_page(error),
+    }
+}
+
+/// `POST /api/v1/account-requests/approve`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveRequest {
+    code: String,
+}
+
+/// Whom the approval let in.
+#[derive(Debug, Serialize)]
+struct ApproveResponse {
+    app_host: String,
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    bearer: BearerSession,
+    ApiJson(request): ApiJson<ApproveRequest>,
+) -> Response {
+    match state
+        .account_app
+        .approve(&bearer.session, &request.code)
+        .await
+    {
+        Ok(app_host) => Json(ApproveResponse { app_host }).into_response(),
+        Err(error) => api_error(error),
+    }
+}
+
+/// `POST /api/v1/account-requests/result`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemRequest {
+    code: String,
+}
+
+/// The redeemed result.
+#[derive(Debug, Serialize)]
+struct RedeemResponse {
+    uid: String,
+    purpose: String,
+    credential_id: String,
+    state: String,
+}
+
+async fn redeem(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<RedeemRequest>,
+) -> Response {
+    match state.account_app.redeem(&request.code).await {
+        Ok(result) => Json(RedeemResponse {
+            uid: result.uid.to_string(),
+            purpose: result.purpose,
+            credential_id: result.credential_id,
+            state: result.state,
+        })
+        .into_response(),
+        Err(error) => api_error(error),
+    }
+}
+
+fn api_error(error: AccountAppError) -> Response {
+    match error {
+        AccountAppError::Code => Problem::new(StatusCode::BAD_REQUEST, "Invalid code")
+            .with_detail(error.to_string())
+            .into_response(),
+        AccountAppError::Throttled { retry_after } => {
+            let mut response = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many wrong codes")
+                .with_detail(format!("try again in {retry_after} s"))
+                .into_response();
+            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        AccountAppError::ReturnUrl | AccountAppError::State => {
+            Problem::new(StatusCode::BAD_REQUEST, "Invalid request")
+                .with_detail(error.to_string())
+                .into_response()
+        }
+        AccountAppError::Store(error) => store_error(&error),
+        AccountAppError::Audit(_) => internal(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
