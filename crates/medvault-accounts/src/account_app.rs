@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, Outcome};
 use medvault_core::{Clock, Uid};
 use medvault_crypto::{CodeKind, RecoveryCode, random_fill, sha256};
-use medvault_store::{AccountRequestRowV1, Store, StoreError};
+use medvault_store::{AccountRequestRowV1, Store, StoreError, ThrottlePolicy};
 use time::Duration;
 use zeroize::Zeroizing;
 
@@ -235,21 +235,30 @@ impl AccountApp {
     pub async fn approve(&self, session: &Session, code: &str) -> Result<String, AccountAppError> {
         let now = self.clock.now();
         let key = format!("approve:{}", session.uid);
-        if let Some(until) = self
+        let policy = ThrottlePolicy {
+            free: FREE_APPROVAL_FAILURES,
+            max_lock: Duration::minutes(15),
+        };
+        if self
             .store
-            .login_locked_until(std::slice::from_ref(&key), now)
+            .reserve_login_attempt(&key, now, now - Duration::hours(1), policy)
             .await?
+            .is_none()
         {
+            let until = self
+                .store
+                .login_locked_until(std::slice::from_ref(&key), now)
+                .await?
+                .unwrap_or(now);
             return Err(AccountAppError::Throttled {
                 retry_after: u64::try_from((until - now).whole_seconds().max(1)).unwrap_or(1),
             });
         }
-        let parsed = RecoveryCode::parse(CodeKind::Tan, code);
-        let approved = match &parsed {
+        let approved = match RecoveryCode::parse(CodeKind::Tan, code) {
             Ok(code) => {
                 self.store
                     .approve_account_request(
-                        &code_hash(code),
+                        &code_hash(&code),
                         &session.uid.to_string(),
                         &session.credential_id,
                         now,
@@ -259,18 +268,9 @@ impl AccountApp {
             Err(_) => None,
         };
         let Some(request) = approved else {
-            let failures = self
-                .store
-                .record_login_failure(&key, now, now - Duration::hours(1))
-                .await?;
-            if failures > FREE_APPROVAL_FAILURES {
-                let exponent =
-                    u32::try_from((failures - FREE_APPROVAL_FAILURES - 1).min(10)).unwrap_or(10);
-                let lock = Duration::seconds(1_i64 << exponent).min(Duration::minutes(15));
-                self.store.lock_login(&key, now + lock).await?;
-            }
             return Err(AccountAppError::Code);
         };
+        self.store.clear_login_failures(&key).await?;
         let host = url::Url::parse(&request.return_to)
             .ok()
             .and_then(|url| url.host_str().map(str::to_owned))
@@ -294,16 +294,26 @@ impl AccountApp {
         Ok(host)
     }
 
-    /// The app's backend redeems a result code, once.
-    pub async fn redeem(&self, result_code: &str) -> Result<AccountResult, AccountAppError> {
+    /// The app's backend redeems a result code, once, naming the return URL
+    /// it received the code on: a code issued for one app is refused to
+    /// another (as OAuth binds a code to its `redirect_uri`).
+    pub async fn redeem(
+        &self,
+        result_code: &str,
+        return_to: &str,
+    ) -> Result<AccountResult, AccountAppError> {
         if result_code.len() > 64 {
             return Err(AccountAppError::Code);
         }
+        let return_to = url::Url::parse(return_to).map_err(|_| AccountAppError::Code)?;
         let request = self
             .store
             .take_account_result(&sha256(result_code.as_bytes()), self.clock.now())
             .await?
             .ok_or(AccountAppError::Code)?;
+        if url::Url::parse(&request.return_to).ok().as_ref() != Some(&return_to) {
+            return Err(AccountAppError::Code);
+        }
         let uid = request
             .uid
             .as_deref()

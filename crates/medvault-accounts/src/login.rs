@@ -31,7 +31,7 @@ use medvault_crypto::password::{self, OpaqueServerSetup, PasswordFile, ServerLog
 use medvault_crypto::{ParticipantCa, login_challenge, proof_matches, verify_challenge};
 use medvault_store::{
     CredentialKeyRowV1, LoginChallengeRowV1, RemoveCredentialOutcome, SessionRowV1, Store,
-    StoreError, WorkingCredentialRowV1,
+    StoreError, ThrottlePolicy, WorkingCredentialRowV1,
 };
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -218,12 +218,18 @@ impl Accounts {
         }
     }
 
-    /// The OPAQUE registration response for `email` (stateless; any email gets one).
-    pub fn password_registration_response(
+    /// The OPAQUE registration response for `email` (any email gets one).
+    ///
+    /// Throttled like a login attempt on that email and address: with the
+    /// OPRF under the same identifier, a response lets its caller test one
+    /// password guess against an existing record offline.
+    pub async fn password_registration_response(
         &self,
         email: &Email,
         request: &[u8],
+        source: IpAddr,
     ) -> Result<Vec<u8>, LoginError> {
+        self.reserve(&email_throttle_key(email), source).await?;
         password::server_registration_respond(&self.opaque, request, email.as_str().as_bytes())
             .map_err(|_| LoginError::Malformed("registration_request"))
     }
@@ -237,8 +243,10 @@ impl Accounts {
         ke1: &[u8],
         source: IpAddr,
     ) -> Result<(String, Vec<u8>), LoginError> {
+        // The attempt counts now: OPAQUE tells the client at KE2 whether its
+        // guess was right, so a guesser need never send KE3.
         let throttle_key = email_throttle_key(email);
-        self.check_throttle(&throttle_key, source).await?;
+        self.reserve(&throttle_key, source).await?;
         let record = self.store.password_by_email(email.as_str()).await?;
         let file = record
             .as_ref()
@@ -279,16 +287,10 @@ impl Accounts {
             _ => None,
         };
         let Some(credential) = credential else {
-            return Err(self
-                .fail(
-                    &challenge.throttle_key,
-                    source,
-                    None,
-                    WorkingCredentialKind::Password,
-                )
-                .await);
+            return Err(self.fail(None, WorkingCredentialKind::Password).await);
         };
-        self.grant(credential, 0, &challenge.throttle_key).await
+        self.grant(credential, 0, &challenge.throttle_key, source)
+            .await
     }
 
     // ---- SuperPIN and TAN -------------------------------------------------
@@ -308,8 +310,8 @@ impl Accounts {
             WorkingCredentialKind::Tan if number >= 1 => i64::from(number),
             _ => return Err(LoginError::Malformed("number")),
         };
-        let throttle_key = uid_throttle_key(uid);
-        self.check_throttle(&throttle_key, source).await?;
+        let throttle_key = format!("account:{uid}:codes");
+        self.reserve(&throttle_key, source).await?;
         let credential = self
             .store
             .working_credentials(&uid.to_string())
@@ -338,9 +340,9 @@ impl Accounts {
             }
         }
         let Some(credential) = accepted else {
-            return Err(self.fail(&throttle_key, source, Some(uid), kind).await);
+            return Err(self.fail(Some(uid), kind).await);
         };
-        self.grant(credential, slot, &throttle_key).await
+        self.grant(credential, slot, &throttle_key, source).await
     }
 
     // ---- software certificate and smartcard -------------------------------
@@ -353,8 +355,10 @@ impl Accounts {
         credential_id: Uid,
         source: IpAddr,
     ) -> Result<(String, Vec<u8>), LoginError> {
-        let throttle_key = uid_throttle_key(uid);
-        self.check_throttle(&throttle_key, source).await?;
+        // Signatures cannot be guessed: a separate count, so that someone who
+        // knows the UID cannot lock a card holder out by guessing codes.
+        let throttle_key = format!("account:{uid}:signature");
+        self.reserve(&throttle_key, source).await?;
         let credential = self
             .active_credential(&credential_id.to_string())
             .await?
@@ -395,15 +399,11 @@ impl Accounts {
         });
         let Some(credential) = verified else {
             return Err(self
-                .fail(
-                    &challenge.throttle_key,
-                    source,
-                    None,
-                    WorkingCredentialKind::SoftwareCertificate,
-                )
+                .fail(None, WorkingCredentialKind::SoftwareCertificate)
                 .await);
         };
-        self.grant(credential, 0, &challenge.throttle_key).await
+        self.grant(credential, 0, &challenge.throttle_key, source)
+            .await
     }
 
     // ---- sessions ---------------------------------------------------------
@@ -611,50 +611,42 @@ impl Accounts {
         Ok(challenge)
     }
 
-    async fn check_throttle(&self, account_key: &str, source: IpAddr) -> Result<(), LoginError> {
-        let now = self.clock.now();
-        let keys = [account_key.to_owned(), address_throttle_key(source)];
-        if let Some(until) = self.store.login_locked_until(&keys, now).await? {
-            let seconds = (until - now).whole_seconds().max(1);
-            return Err(LoginError::Throttled {
-                retry_after: u64::try_from(seconds).unwrap_or(1),
-            });
-        }
-        Ok(())
-    }
-
-    /// Counts a failure against the account and the address, locks as the
-    /// policy says, audits, and returns the error to answer.
-    async fn fail(
-        &self,
-        account_key: &str,
-        source: IpAddr,
-        uid: Option<Uid>,
-        kind: WorkingCredentialKind,
-    ) -> LoginError {
+    /// Reserves one attempt against the account and the source address
+    /// (atomically in the database; see `AccountStore::reserve_login_attempt`).
+    async fn reserve(&self, account_key: &str, source: IpAddr) -> Result<(), LoginError> {
         let now = self.clock.now();
         let stale_before = now - self.policy.failure_memory;
         let address_key = address_throttle_key(source);
         for (key, free) in [
-            (account_key.to_owned(), self.policy.free_account_failures),
-            (address_key, self.policy.free_address_failures),
+            (account_key, self.policy.free_account_failures),
+            (address_key.as_str(), self.policy.free_address_failures),
         ] {
-            let failures = match self
-                .store
-                .record_login_failure(&key, now, stale_before)
-                .await
-            {
-                Ok(failures) => failures,
-                Err(error) => return error.into(),
+            let policy = ThrottlePolicy {
+                free,
+                max_lock: self.policy.max_lock,
             };
-            if failures > free {
-                let exponent = u32::try_from((failures - free - 1).min(20)).unwrap_or(20);
-                let lock = Duration::seconds(1_i64 << exponent).min(self.policy.max_lock);
-                if let Err(error) = self.store.lock_login(&key, now + lock).await {
-                    return error.into();
-                }
+            let reserved = self
+                .store
+                .reserve_login_attempt(key, now, stale_before, policy)
+                .await?;
+            if reserved.is_none() {
+                let until = self
+                    .store
+                    .login_locked_until(&[key.to_owned()], now)
+                    .await?
+                    .unwrap_or(now);
+                let seconds = (until - now).whole_seconds().max(1);
+                return Err(LoginError::Throttled {
+                    retry_after: u64::try_from(seconds).unwrap_or(1),
+                });
             }
         }
+        Ok(())
+    }
+
+    /// Audits a failed login and returns the error to answer (the attempt was
+    /// counted when it was reserved).
+    async fn fail(&self, uid: Option<Uid>, kind: WorkingCredentialKind) -> LoginError {
         let subject = uid.map_or_else(|| "-".to_owned(), |uid| uid.to_string());
         let detail = AuditDetail::new().with("method", kind.as_str());
         let event = AuditEvent::new("anonymous", subject, "login.failed", Outcome::Denied);
@@ -673,6 +665,7 @@ impl Accounts {
         credential: WorkingCredentialRowV1,
         slot: i64,
         throttle_key: &str,
+        source: IpAddr,
     ) -> Result<LoginGrant, LoginError> {
         let key = self
             .store
@@ -688,7 +681,11 @@ impl Accounts {
             .uid
             .parse()
             .map_err(|_| LoginError::Corrupt("uid"))?;
+        // Success: the account's count is forgotten, the address's attempt given back.
         self.store.clear_login_failures(throttle_key).await?;
+        self.store
+            .refund_login_attempt(&address_throttle_key(source))
+            .await?;
         let mut secret = Zeroizing::new([0u8; 32]);
         aws_lc_rs_fill(secret.as_mut_slice())?;
         let token = Zeroizing::new(format!(
@@ -756,10 +753,6 @@ fn token_hash(token: &str) -> Vec<u8> {
 fn email_throttle_key(email: &Email) -> String {
     let digest = medvault_crypto::sha256(format!("email\0{}", email.as_str()).as_bytes());
     format!("account:{}", URL_SAFE_NO_PAD.encode(digest))
-}
-
-fn uid_throttle_key(uid: Uid) -> String {
-    format!("account:{uid}")
 }
 
 /// The throttle key of a source address: IPv6 addresses count per /64, since

@@ -508,6 +508,9 @@ impl Client {
             .ecdh_public_key
             .as_ref()
             .ok_or(ClientError::Verification("login response"))?;
+        // A point off the curve could make a careless token leak its key.
+        medvault_crypto::check_p256_public_key(ephemeral.as_slice())
+            .map_err(|_| ClientError::Verification("login response"))?;
         let secret = signer.agree(ephemeral.as_slice())?;
         let root = open_key_agreement_slot(&slot_keys(&response), &root_public_key, &secret)
             .map_err(|_| ClientError::Unlock("credential key"))?;

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use medvault_store::{
     AccountStore, CredentialKeyRowV1, LoginChallengeRowV1, NewWorkingCredential, ParticipantRowV1,
-    PasswordRowV1, RemoveCredentialOutcome, SessionRowV1, StoreError, WorkingCredentialRowV1,
-    from_unix_micros, to_unix_micros,
+    PasswordRowV1, RemoveCredentialOutcome, SessionRowV1, StoreError, ThrottlePolicy,
+    WorkingCredentialRowV1, from_unix_micros, to_unix_micros,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -298,7 +298,9 @@ impl AccountStore for PostgresStore {
         now: OffsetDateTime,
     ) -> Result<Option<SessionRowV1>, StoreError> {
         let row = sqlx::query(
-            "SELECT token_hash, uid, credential_id, created_at_us, expires_at_us FROM sessions WHERE token_hash = $1 AND expires_at_us > $2",
+            "SELECT s.token_hash, s.uid, s.credential_id, s.created_at_us, s.expires_at_us
+             FROM sessions s JOIN working_credentials w ON w.id = s.credential_id
+             WHERE s.token_hash = $1 AND s.expires_at_us > $2 AND w.removed_at_us IS NULL",
         )
         .bind(token_hash)
         .bind(to_unix_micros(now))
@@ -377,6 +379,10 @@ impl AccountStore for PostgresStore {
                 now,
             ),
             (
+                "DELETE FROM account_requests WHERE expires_at_us <= $1",
+                now,
+            ),
+            (
                 "DELETE FROM login_throttle WHERE last_failure_us < $1 AND locked_until_us <= $2",
                 to_unix_micros(stale_before),
             ),
@@ -394,32 +400,40 @@ impl AccountStore for PostgresStore {
         Ok(purged)
     }
 
-    async fn record_login_failure(
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         at: OffsetDateTime,
         stale_before: OffsetDateTime,
-    ) -> Result<i64, StoreError> {
+        policy: ThrottlePolicy,
+    ) -> Result<Option<i64>, StoreError> {
+        let max_lock_us = i64::try_from(policy.max_lock.whole_microseconds()).unwrap_or(i64::MAX);
         sqlx::query_scalar(
-            "INSERT INTO login_throttle (key, failures, last_failure_us, locked_until_us) VALUES ($1, 1, $2, 0)
+            "INSERT INTO login_throttle (key, failures, last_failure_us, locked_until_us)
+             VALUES ($1, 1, $2, CASE WHEN 1 > $4 THEN $2 + LEAST($5, 1000000) ELSE 0 END)
              ON CONFLICT (key) DO UPDATE SET
-                 failures = CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END,
-                 last_failure_us = $2
+                 failures = (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END),
+                 last_failure_us = $2,
+                 locked_until_us = CASE WHEN (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END) > $4
+                     THEN $2 + LEAST($5, (1::bigint << LEAST(20, (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END) - $4 - 1)::integer) * 1000000)
+                     ELSE login_throttle.locked_until_us END
+             WHERE login_throttle.locked_until_us <= $2
              RETURNING failures",
         )
         .bind(key)
         .bind(to_unix_micros(at))
         .bind(to_unix_micros(stale_before))
-        .fetch_one(&self.pool)
+        .bind(policy.free)
+        .bind(max_lock_us)
+        .fetch_optional(&self.pool)
         .await
         .map_err(map_error)
     }
 
-    async fn lock_login(&self, key: &str, until: OffsetDateTime) -> Result<(), StoreError> {
+    async fn refund_login_attempt(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE login_throttle SET locked_until_us = GREATEST(locked_until_us, $1) WHERE key = $2",
+            "UPDATE login_throttle SET failures = GREATEST(failures - 1, 0) WHERE key = $1",
         )
-        .bind(to_unix_micros(until))
         .bind(key)
         .execute(&self.pool)
         .await

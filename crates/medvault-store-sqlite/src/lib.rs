@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "Account App requests",
         sql: include_str!("../migrations/0005_account_requests.sql"),
     },
+    Migration {
+        version: 6,
+        description: "one active password, SuperPIN and TAN batch per participant",
+        sql: include_str!("../migrations/0006_unique_credential_kinds.sql"),
+    },
 ];
 
 /// How long a connection waits for a lock held by another before failing.

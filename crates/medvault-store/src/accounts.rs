@@ -114,6 +114,15 @@ pub struct LoginChallengeRowV1 {
     pub expires_at: OffsetDateTime,
 }
 
+/// How many attempts pass freely and how long a lock may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Attempts allowed before locks begin.
+    pub free: i64,
+    /// The longest lock.
+    pub max_lock: time::Duration,
+}
+
 /// Why a credential could not be removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoveCredentialOutcome {
@@ -187,7 +196,8 @@ pub trait AccountStore: Send + Sync {
     /// Stores a session.
     async fn insert_session(&self, session: &SessionRowV1) -> Result<(), StoreError>;
 
-    /// The session with this token hash, if it exists and has not expired at `now`.
+    /// The session with this token hash, if it exists, has not expired at
+    /// `now`, and its working credential has not been removed.
     async fn session(
         &self,
         token_hash: &[u8],
@@ -211,25 +221,30 @@ pub trait AccountStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<LoginChallengeRowV1>, StoreError>;
 
-    /// Deletes expired sessions and challenges and stale throttle rows (last
-    /// failure before `stale_before`); returns how many rows went.
+    /// Deletes expired sessions, challenges and Account App requests and stale
+    /// throttle rows (last attempt before `stale_before`); returns how many rows went.
     async fn purge_expired_logins(
         &self,
         now: OffsetDateTime,
         stale_before: OffsetDateTime,
     ) -> Result<u64, StoreError>;
 
-    /// Counts a failed login against `key` and returns the failures so far; a
-    /// count whose last failure is older than `stale_before` starts again at 1.
-    async fn record_login_failure(
+    /// Reserves one login attempt against `key`, atomically: refused (`None`)
+    /// while `key` is locked at `at`; otherwise counts it (a count whose last
+    /// attempt is older than `stale_before` starts again at 1) and returns the
+    /// count. Beyond `policy.free` attempts the same statement locks `key` for
+    /// 1, 2, 4, … seconds, at most `policy.max_lock`, so of any number of
+    /// concurrent attempts on any nodes at most one passes per lock period.
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         at: OffsetDateTime,
         stale_before: OffsetDateTime,
-    ) -> Result<i64, StoreError>;
+        policy: ThrottlePolicy,
+    ) -> Result<Option<i64>, StoreError>;
 
-    /// Locks `key` until `until` (never shortening an existing lock).
-    async fn lock_login(&self, key: &str, until: OffsetDateTime) -> Result<(), StoreError>;
+    /// Gives back one reserved attempt (after it succeeded).
+    async fn refund_login_attempt(&self, key: &str) -> Result<(), StoreError>;
 
     /// The latest lock of any of `keys` that is still in force at `now`.
     async fn login_locked_until(
@@ -238,6 +253,6 @@ pub trait AccountStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<OffsetDateTime>, StoreError>;
 
-    /// Forgets the failures of `key` (after a successful login).
+    /// Forgets the attempts of `key` (after a successful login).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }

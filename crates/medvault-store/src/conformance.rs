@@ -24,7 +24,8 @@ use crate::{
     AccountRequestRowV1, AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter,
     ClientCertificateRowV1, ConnectionChange, ConnectionRowV1, CredentialKeyRowV1, DocumentRowV1,
     LoginChallengeRowV1, NewWorkingCredential, ParticipantRowV1, PasswordRowV1,
-    RemoveCredentialOutcome, SessionRowV1, Store, StoreError, WorkingCredentialRowV1,
+    RemoveCredentialOutcome, SessionRowV1, Store, StoreError, ThrottlePolicy,
+    WorkingCredentialRowV1,
 };
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
@@ -56,7 +57,7 @@ macro_rules! store_conformance_tests {
             the_last_credential_cannot_be_removed,
             a_one_time_key_is_consumed_once,
             sessions_and_challenges_end,
-            login_failures_count_and_lock,
+            login_attempts_are_reserved_and_lock,
             connections_are_invited_accepted_and_deleted,
             documents_are_stored_whole_and_seen_by_their_recipients,
             account_requests_advance_once,
@@ -505,6 +506,34 @@ pub async fn registration_is_all_or_nothing(store: &dyn Store) {
         store.add_working_credential(&again).await,
         Err(StoreError::Conflict(_))
     ));
+    // At most one active SuperPIN (password, TAN batch), also when enrolments race.
+    let second_tans = sample_credential("wc-7", PATIENT_UID, "tan", 1..=1, None);
+    let second_superpin = sample_credential("wc-8", PATIENT_UID, "superpin", 0..=0, None);
+    let (one, two) = futures::join!(
+        store.add_working_credential(&second_tans),
+        store.add_working_credential(&second_superpin),
+    );
+    assert!(
+        matches!(one, Err(StoreError::Conflict(_))),
+        "a TAN batch exists: {one:?}"
+    );
+    assert!(
+        matches!(two, Err(StoreError::Conflict(_))),
+        "a SuperPIN exists: {two:?}"
+    );
+    // Key-holding kinds may be many.
+    for id in ["wc-9", "wc-10"] {
+        store
+            .add_working_credential(&sample_credential(
+                id,
+                PATIENT_UID,
+                "smartcard",
+                0..=0,
+                None,
+            ))
+            .await
+            .unwrap();
+    }
 }
 
 /// The last credential stays; two racing removals of the last two leave one.
@@ -677,65 +706,87 @@ pub async fn sessions_and_challenges_end(store: &dyn Store) {
     assert_eq!(purged, 2);
 }
 
-/// Failures count per key, go stale, lock without shortening, and clear.
-pub async fn login_failures_count_and_lock(store: &dyn Store) {
+/// Attempts count per key and go stale; beyond the free ones each attempt
+/// locks for a doubling time, and of racing attempts at most one passes per lock.
+pub async fn login_attempts_are_reserved_and_lock(store: &dyn Store) {
     let key = "address:192.0.2.1".to_owned();
+    let policy = ThrottlePolicy {
+        free: 3,
+        max_lock: Duration::seconds(5),
+    };
+    let stale = T0 - Duration::hours(1);
     for expected in 1..=3 {
-        let failures = store
-            .record_login_failure(&key, T0, T0 - Duration::hours(1))
-            .await
-            .unwrap();
-        assert_eq!(failures, expected);
+        assert_eq!(
+            store
+                .reserve_login_attempt(&key, T0, stale, policy)
+                .await
+                .unwrap(),
+            Some(expected)
+        );
     }
-    // Racing failures are all counted.
-    let racing = (0..6).map(|_| store.record_login_failure(&key, T0, T0 - Duration::hours(1)));
-    for result in futures::future::join_all(racing).await {
-        result.unwrap();
-    }
-    assert_eq!(
-        store
-            .record_login_failure(&key, T0, T0 - Duration::hours(1))
-            .await
-            .unwrap(),
-        10
-    );
     let keys = vec![key.clone(), "account:nobody".to_owned()];
     assert_eq!(store.login_locked_until(&keys, T0).await.unwrap(), None);
-    store
-        .lock_login(&key, T0 + Duration::minutes(5))
+    // Racing attempts beyond the free ones: exactly one passes (and locks for 1 s).
+    let racing = (0..6).map(|_| store.reserve_login_attempt(&key, T0, stale, policy));
+    let passed: Vec<i64> = futures::future::join_all(racing)
         .await
-        .unwrap();
-    store
-        .lock_login(&key, T0 + Duration::minutes(1))
-        .await
-        .unwrap();
+        .into_iter()
+        .filter_map(Result::unwrap)
+        .collect();
+    assert_eq!(passed, vec![4]);
     assert_eq!(
         store.login_locked_until(&keys, T0).await.unwrap(),
-        Some(T0 + Duration::minutes(5))
+        Some(T0 + Duration::seconds(1))
     );
+    // After each lock, one more attempt passes and the next lock doubles, up to the cap.
+    let mut at = T0 + Duration::seconds(1);
+    for (count, lock) in [(5, 2), (6, 4), (7, 5), (8, 5)] {
+        assert_eq!(
+            store
+                .reserve_login_attempt(&key, at, at - Duration::hours(1), policy)
+                .await
+                .unwrap(),
+            Some(count)
+        );
+        assert_eq!(
+            store
+                .reserve_login_attempt(&key, at, at - Duration::hours(1), policy)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.login_locked_until(&keys, at).await.unwrap(),
+            Some(at + Duration::seconds(lock))
+        );
+        at += Duration::seconds(lock);
+    }
+    // A refund gives one back; clearing forgets all; staleness starts over.
+    store.refund_login_attempt(&key).await.unwrap();
     assert_eq!(
         store
-            .login_locked_until(&keys, T0 + Duration::minutes(5))
+            .reserve_login_attempt(&key, at, at - Duration::hours(1), policy)
             .await
             .unwrap(),
-        None
-    );
-    // A failure after the stale horizon starts the count again.
-    let later = T0 + Duration::hours(2);
-    assert_eq!(
-        store
-            .record_login_failure(&key, later, later - Duration::hours(1))
-            .await
-            .unwrap(),
-        1
+        Some(8)
     );
     store.clear_login_failures(&key).await.unwrap();
+    let later = at + Duration::hours(3);
     assert_eq!(
         store
-            .record_login_failure(&key, later, later - Duration::hours(1))
+            .reserve_login_attempt(&key, later, later - Duration::hours(1), policy)
             .await
             .unwrap(),
-        1
+        Some(1)
+    );
+    let much_later = later + Duration::hours(2);
+    assert_eq!(
+        store
+            .reserve_login_attempt(&key, much_later, much_later - Duration::hours(1), policy)
+            .await
+            .unwrap(),
+        Some(1),
+        "a count whose last attempt is stale starts again"
     );
 }
 

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 pub use account_requests::{AccountRequestRowV1, AccountRequestStore};
 pub use accounts::{
     AccountStore, CredentialKeyRowV1, LoginChallengeRowV1, NewWorkingCredential, PasswordRowV1,
-    RemoveCredentialOutcome, SessionRowV1, WorkingCredentialRowV1,
+    RemoveCredentialOutcome, SessionRowV1, ThrottlePolicy, WorkingCredentialRowV1,
 };
 pub use audit::{AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore};
 pub use client_certificates::{ClientCertificateRowV1, ClientCertificateStore};

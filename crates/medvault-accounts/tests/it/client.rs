@@ -113,7 +113,7 @@ pub fn tans(uid: Uid, root: &RootCredential, count: u32) -> (Enrolment, Vec<Reco
 }
 
 /// A password enrolment (OPAQUE registration against `accounts`).
-pub fn password(
+pub async fn password(
     accounts: &Accounts,
     uid: Uid,
     root: &RootCredential,
@@ -123,7 +123,8 @@ pub fn password(
     let email = Email::parse(email).unwrap();
     let (state, request) = password::client_registration_start(password_text.as_bytes()).unwrap();
     let response = accounts
-        .password_registration_response(&email, &request)
+        .password_registration_response(&email, &request, std::net::IpAddr::from([192, 0, 2, 99]))
+        .await
         .unwrap();
     let (upload, export_key): (Vec<u8>, ExportKey) =
         password::client_registration_finish(state, password_text.as_bytes(), &response).unwrap();

@@ -33,7 +33,7 @@ async fn register_patient(fixture: &Fixture) -> Patient {
     let (tan_enrolment, tans) = client::tans(uid, &root, 3);
     let (software_enrolment, key) = client::software(uid, &root);
     let key_id = software_enrolment.id;
-    let password_enrolment = client::password(&fixture.accounts, uid, &root, EMAIL, PASSWORD);
+    let password_enrolment = client::password(&fixture.accounts, uid, &root, EMAIL, PASSWORD).await;
     fixture
         .directory
         .register(Registration {
@@ -524,7 +524,7 @@ async fn recovery_superpin_then_a_new_password_and_the_last_credential_stays() {
         .iter()
         .find(|info| info.credential.kind == "password")
         .unwrap();
-    let again = client::password(&fixture.accounts, patient.uid, &patient.root, EMAIL, "new");
+    let again = client::password(&fixture.accounts, patient.uid, &patient.root, EMAIL, "new").await;
     assert!(matches!(
         fixture.accounts.add_credential(&session, again).await,
         Err(CredentialError::Exists("password"))
@@ -544,7 +544,8 @@ async fn recovery_superpin_then_a_new_password_and_the_last_credential_stays() {
         &patient.root,
         EMAIL,
         "a new passphrase",
-    );
+    )
+    .await;
     fixture
         .accounts
         .add_credential(&session, new)

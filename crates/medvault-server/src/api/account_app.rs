@@ -195,6 +195,7 @@ async fn approve(
 #[serde(deny_unknown_fields)]
 struct RedeemRequest {
     code: String,
+    return_to: String,
 }
 
 /// The redeemed result.
@@ -210,7 +211,11 @@ async fn redeem(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RedeemRequest>,
 ) -> Response {
-    match state.account_app.redeem(&request.code).await {
+    match state
+        .account_app
+        .redeem(&request.code, &request.return_to)
+        .await
+    {
         Ok(result) => Json(RedeemResponse {
             uid: result.uid.to_string(),
             purpose: result.purpose,

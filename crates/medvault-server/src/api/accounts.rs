@@ -213,12 +213,18 @@ async fn directory_entry(
 
 async fn password_registration(
     State(state): State<AppState>,
+    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
     ApiJson(request): ApiJson<proto::PasswordRegistrationRequest>,
 ) -> Result<Response, Problem> {
     let email = parse_email(&request.email)?;
     match state
         .accounts
-        .password_registration_response(&email, request.registration_request.as_slice())
+        .password_registration_response(
+            &email,
+            request.registration_request.as_slice(),
+            connection.remote_addr.ip(),
+        )
+        .await
     {
         Ok(response) => Ok(Json(proto::PasswordRegistrationResponse {
             registration_response: response.into(),

@@ -170,25 +170,52 @@ async fn an_app_learns_who_logged_in_exactly_once(backend: Backend) {
     );
 
     // The app's backend redeems the result once.
-    let redeem = |code: String| {
+    let redeem = |code: String, return_to: &'static str| {
         let browser = browser.clone();
         let url = server.patient_url("/api/v1/account-requests/result");
         async move {
             browser
                 .post(url)
-                .json(&json!({ "code": code }))
+                .json(&json!({ "code": code, "return_to": return_to }))
                 .send()
                 .await
                 .unwrap()
         }
     };
-    let first = redeem(result_code.clone()).await;
+    // A code is bound to the app it was issued for: another app's backend
+    // cannot redeem it (and the attempt uses it up).
+    let stolen = redeem(result_code.clone(), "https://other.example/back").await;
+    assert_eq!(stolen.status(), 400);
+    let first = redeem(result_code.clone(), RETURN).await;
+    assert_eq!(first.status(), 400, "the refused attempt used the code up");
+    // A fresh round, redeemed by the right app.
+    let start = browser
+        .get(entry(
+            &server,
+            "/account/login",
+            &[("return_to", RETURN), ("state", "app-state-1")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let page_path = start.headers()["location"].to_str().unwrap().to_owned();
+    let code = page_path.split("code=").nth(1).unwrap().to_owned();
+    session.approve_account_request(&code).await.unwrap();
+    let back = browser
+        .get(server.patient_url(&page_path))
+        .send()
+        .await
+        .unwrap();
+    let location = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    let pairs: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    let result_code = pairs["code"].clone();
+    let first = redeem(result_code.clone(), RETURN).await;
     assert_eq!(first.status(), 200);
     let result: serde_json::Value = first.json().await.unwrap();
     assert_eq!(result["uid"], registered.uid.to_string());
     assert_eq!(result["purpose"], "login");
     assert_eq!(result["state"], "app-state-1");
-    assert_eq!(redeem(result_code).await.status(), 400);
+    assert_eq!(redeem(result_code, RETURN).await.status(), 400);
 
     // Guessing approval codes locks the guesser out.
     let mut statuses = Vec::new();
