@@ -28,6 +28,8 @@ use crate::login::Session;
 pub const REQUEST_LIFETIME: Duration = Duration::minutes(10);
 /// The longest `state` an app may pass.
 pub const MAX_STATE_LEN: usize = 200;
+/// Requests one source address may open per hour before locks begin.
+pub const FREE_OPENS: i64 = 30;
 /// Wrong approval codes allowed per participant before locks begin.
 const FREE_APPROVAL_FAILURES: i64 = 5;
 
@@ -144,12 +146,36 @@ impl AccountApp {
     }
 
     /// Opens a request for an app that will take the user back to `return_to`.
+    /// Each source address may open [`FREE_OPENS`] an hour before doubling
+    /// locks begin (every request is a row until it expires).
     pub async fn open(
         &self,
         purpose: RequestPurpose,
         return_to: &str,
         state: &str,
+        source: std::net::IpAddr,
     ) -> Result<NewRequest, AccountAppError> {
+        let now = self.clock.now();
+        let key = format!("account-app:{source}");
+        let policy = ThrottlePolicy {
+            free: FREE_OPENS,
+            max_lock: Duration::minutes(15),
+        };
+        if self
+            .store
+            .reserve_login_attempt(&key, now, now - Duration::hours(1), policy)
+            .await?
+            .is_none()
+        {
+            let until = self
+                .store
+                .login_locked_until(std::slice::from_ref(&key), now)
+                .await?
+                .unwrap_or(now);
+            return Err(AccountAppError::Throttled {
+                retry_after: u64::try_from((until - now).whole_seconds().max(1)).unwrap_or(1),
+            });
+        }
         let return_to = url::Url::parse(return_to).map_err(|_| AccountAppError::ReturnUrl)?;
         if !self.return_urls.contains(&return_to) {
             return Err(AccountAppError::ReturnUrl);
@@ -161,7 +187,6 @@ impl AccountApp {
         let mut id = [0u8; 24];
         random_fill(&mut id).map_err(|_| AccountAppError::Code)?;
         let id = URL_SAFE_NO_PAD.encode(id);
-        let now = self.clock.now();
         self.store
             .insert_account_request(&AccountRequestRowV1 {
                 id: id.clone(),

@@ -2,7 +2,7 @@
 //! (no JavaScript, no credential typed into them), the approval a logged-in
 //! client sends, and the one-time result an app's backend redeems.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, BearerSession, internal, store_error};
 use crate::app::AppState;
+use crate::listener::ConnectionInfo;
 use crate::problem::Problem;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -93,15 +94,32 @@ fn app_error_page(error: AccountAppError) -> Response {
             &format!("<p>{}</p>", escape(&error.to_string())),
             false,
         ),
+        AccountAppError::Throttled { retry_after } => {
+            let mut response = html(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Zu viele Anfragen",
+                "<p>Von dieser Adresse kamen zu viele Anfragen. Versuchen Sie es später wieder.</p>",
+                false,
+            );
+            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
         AccountAppError::Store(error) => store_error(&error),
         other => internal(&other),
     }
 }
 
-async fn open(state: AppState, purpose: RequestPurpose, query: EntryQuery) -> Response {
+async fn open(
+    state: AppState,
+    purpose: RequestPurpose,
+    query: EntryQuery,
+    source: std::net::IpAddr,
+) -> Response {
     match state
         .account_app
-        .open(purpose, &query.return_to, &query.state)
+        .open(purpose, &query.return_to, &query.state, source)
         .await
     {
         Ok(request) => Redirect::to(&format!(
@@ -114,12 +132,32 @@ async fn open(state: AppState, purpose: RequestPurpose, query: EntryQuery) -> Re
     }
 }
 
-async fn login_page(State(state): State<AppState>, Query(query): Query<EntryQuery>) -> Response {
-    open(state, RequestPurpose::Login, query).await
+async fn login_page(
+    State(state): State<AppState>,
+    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    Query(query): Query<EntryQuery>,
+) -> Response {
+    open(
+        state,
+        RequestPurpose::Login,
+        query,
+        connection.remote_addr.ip(),
+    )
+    .await
 }
 
-async fn register_page(State(state): State<AppState>, Query(query): Query<EntryQuery>) -> Response {
-    open(state, RequestPurpose::Register, query).await
+async fn register_page(
+    State(state): State<AppState>,
+    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    Query(query): Query<EntryQuery>,
+) -> Response {
+    open(
+        state,
+        RequestPurpose::Register,
+        query,
+        connection.remote_addr.ip(),
+    )
+    .await
 }
 
 async fn request_page(
