@@ -125,6 +125,13 @@ pub struct AccountApp {
     return_urls: Arc<Vec<url::Url>>,
 }
 
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn code_hash(code: &RecoveryCode) -> Vec<u8> {
     sha256(code.display().as_bytes()).to_vec()
 }
@@ -227,10 +234,7 @@ impl AccountApp {
                 } else {
                     RequestPurpose::Login
                 },
-                app_host: url::Url::parse(&request.return_to)
-                    .ok()
-                    .and_then(|url| url.host_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                app_host: host_of(&request.return_to),
             }),
             "approved" => {
                 let mut result = Zeroizing::new([0u8; 32]);
@@ -255,10 +259,37 @@ impl AccountApp {
         }
     }
 
-    /// The session's owner approves the request showing `code`; returns the
-    /// app's host, to show them whom they let in.
-    pub async fn approve(&self, session: &Session, code: &str) -> Result<String, AccountAppError> {
+    /// What the request showing `code` is for and which app asks, so the
+    /// user can check before approving. Throttled like an approval.
+    pub async fn inspect(
+        &self,
+        session: &Session,
+        code: &str,
+    ) -> Result<(RequestPurpose, String), AccountAppError> {
         let now = self.clock.now();
+        self.reserve_approval(session, now).await?;
+        let pending = match RecoveryCode::parse(CodeKind::Tan, code) {
+            Ok(code) => {
+                self.store
+                    .pending_account_request(&code_hash(&code), now)
+                    .await?
+            }
+            Err(_) => None,
+        };
+        let request = pending.ok_or(AccountAppError::Code)?;
+        let purpose = if request.purpose == "register" {
+            RequestPurpose::Register
+        } else {
+            RequestPurpose::Login
+        };
+        Ok((purpose, host_of(&request.return_to)))
+    }
+
+    async fn reserve_approval(
+        &self,
+        session: &Session,
+        now: time::OffsetDateTime,
+    ) -> Result<(), AccountAppError> {
         let key = format!("approve:{}", session.uid);
         let policy = ThrottlePolicy {
             free: FREE_APPROVAL_FAILURES,
@@ -279,6 +310,14 @@ impl AccountApp {
                 retry_after: u64::try_from((until - now).whole_seconds().max(1)).unwrap_or(1),
             });
         }
+        Ok(())
+    }
+
+    /// The session's owner approves the request showing `code`; returns the
+    /// app's host, to show them whom they let in.
+    pub async fn approve(&self, session: &Session, code: &str) -> Result<String, AccountAppError> {
+        let now = self.clock.now();
+        self.reserve_approval(session, now).await?;
         let approved = match RecoveryCode::parse(CodeKind::Tan, code) {
             Ok(code) => {
                 self.store
@@ -295,11 +334,10 @@ impl AccountApp {
         let Some(request) = approved else {
             return Err(AccountAppError::Code);
         };
-        self.store.clear_login_failures(&key).await?;
-        let host = url::Url::parse(&request.return_to)
-            .ok()
-            .and_then(|url| url.host_str().map(str::to_owned))
-            .unwrap_or_default();
+        self.store
+            .clear_login_failures(&format!("approve:{}", session.uid))
+            .await?;
+        let host = host_of(&request.return_to);
         let detail = AuditDetail::new()
             .with("purpose", request.purpose.as_str())
             .and_then(|detail| detail.with("app_host", host.as_str()))

@@ -16,7 +16,8 @@ use medvault_core::{Clock, ParticipantKind, Uid};
 use medvault_crypto::document::document_signature_message;
 use medvault_crypto::verify_challenge;
 use medvault_store::{
-    ConnectionChange, ConnectionRowV1, DocumentRowV1, ReceivedDocumentV1, Store, StoreError,
+    ConnectionChange, ConnectionRowV1, DocumentInsert, DocumentRowV1, ReceivedDocumentV1, Store,
+    StoreError,
 };
 use time::OffsetDateTime;
 
@@ -287,20 +288,6 @@ impl Exchange {
         {
             return Err(ExchangeError::Invalid("sealed key"));
         }
-        for recipient in &recipients {
-            if *recipient == session.uid {
-                continue;
-            }
-            let (uid_low, uid_high) = pair(session.uid, *recipient);
-            let connected = self
-                .store
-                .connection(&uid_low, &uid_high)
-                .await?
-                .is_some_and(|connection| connection.state == "active");
-            if !connected {
-                return Err(ExchangeError::NotConnected);
-            }
-        }
         let credential = self
             .store
             .working_credential(&session.credential_id)
@@ -338,13 +325,17 @@ impl Exchange {
             .into_iter()
             .map(|(uid, key)| (uid.to_string(), key))
             .collect();
-        self.store
-            .insert_document(&row, &keys)
-            .await
-            .map_err(|error| match error {
-                StoreError::Conflict(_) => ExchangeError::Taken,
-                other => other.into(),
-            })?;
+        let stored =
+            self.store
+                .insert_document(&row, &keys)
+                .await
+                .map_err(|error| match error {
+                    StoreError::Conflict(_) => ExchangeError::Taken,
+                    other => other.into(),
+                })?;
+        if stored == DocumentInsert::NotConnected {
+            return Err(ExchangeError::NotConnected);
+        }
         self.record(
             session,
             "document.sent",

@@ -119,6 +119,9 @@ struct ServeArgs {
     /// Largest sealed document in bytes [default: 16777216].
     #[arg(long, env = "MEDVAULT_MAX_DOCUMENT_BYTES")]
     max_document_bytes: Option<u64>,
+    /// How long a login session lasts, in seconds [default: 1800].
+    #[arg(long, env = "MEDVAULT_SESSION_LIFETIME_SECS")]
+    session_lifetime_secs: Option<u64>,
     /// A URL the Account App may send users back to (repeat; comma-separated in the environment).
     #[arg(
         long = "account-app-return-url",
@@ -327,6 +330,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         fhir_base_url: args.fhir_base_url,
         body_limit_bytes: args.body_limit_bytes,
         max_document_bytes: args.max_document_bytes,
+        session_lifetime_secs: args.session_lifetime_secs,
         account_app_return_urls: (!args.account_app_return_urls.is_empty())
             .then(|| args.account_app_return_urls.clone()),
         request_timeout_secs: args.request_timeout_secs,

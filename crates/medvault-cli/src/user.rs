@@ -49,6 +49,9 @@ pub enum AccountCommand {
     Approve {
         /// The code on the page.
         code: String,
+        /// Approve without asking (after checking the app's host some other way).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -370,8 +373,20 @@ pub async fn account(args: ProfileArgs, command: AccountCommand) -> anyhow::Resu
             println!("logged out");
             Ok(())
         }
-        AccountCommand::Approve { code } => {
+        AccountCommand::Approve { code, yes } => {
             let session = context.session()?;
+            let (purpose, host) = session.inspect_account_request(&code).await?;
+            println!("{host} asks who you are ({purpose}).");
+            if !yes {
+                eprint!("Approve? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin()
+                    .read_line(&mut answer)
+                    .context("reading the answer")?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    bail!("not approved");
+                }
+            }
             let host = session.approve_account_request(&code).await?;
             println!("approved: {host} now learns your UID");
             Ok(())

@@ -190,6 +190,28 @@ impl Session {
         self.add(&request).await
     }
 
+    /// What the Account App request showing `code` is for (`login` or
+    /// `register`) and which app's host asks: show it before approving.
+    pub async fn inspect_account_request(
+        &self,
+        code: &str,
+    ) -> Result<(String, String), ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Inspected {
+            purpose: String,
+            app_host: String,
+        }
+        let inspected: Inspected = self
+            .client
+            .post(
+                "api/v1/account-requests/inspect",
+                &serde_json::json!({ "code": code }),
+                Some(&self.token),
+            )
+            .await?;
+        Ok((inspected.purpose, inspected.app_host))
+    }
+
     /// Approves an Account App request showing `code` (a login or
     /// registration page an app sent the user to); returns the app's host.
     pub async fn approve_account_request(&self, code: &str) -> Result<String, ClientError> {

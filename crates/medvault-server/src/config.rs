@@ -46,6 +46,8 @@ pub struct RawConfig {
     pub max_document_bytes: Option<u64>,
     /// The exact URLs the Account App may send users back to.
     pub account_app_return_urls: Option<Vec<String>>,
+    /// How long a login session lasts, in seconds.
+    pub session_lifetime_secs: Option<u64>,
     /// Longest a request may take, in seconds.
     pub request_timeout_secs: Option<u64>,
     /// Longest a TLS handshake may take, in seconds.
@@ -101,6 +103,7 @@ impl RawConfig {
             account_app_return_urls: self
                 .account_app_return_urls
                 .or(lower.account_app_return_urls),
+            session_lifetime_secs: self.session_lifetime_secs.or(lower.session_lifetime_secs),
             request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
             handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
@@ -199,6 +202,8 @@ pub struct Config {
     /// The exact URLs the Account App may send users back to (https, or
     /// http on a loopback host in development mode).
     pub account_app_return_urls: Vec<Url>,
+    /// How long a login session lasts (absolute, from login).
+    pub session_lifetime: Duration,
     /// Request timeout.
     pub request_timeout: Duration,
     /// TLS handshake timeout.
@@ -415,6 +420,13 @@ impl Config {
             }
             account_app_return_urls.push(url);
         }
+        let session_lifetime = raw.session_lifetime_secs.unwrap_or(1800);
+        if !(60..=86_400).contains(&session_lifetime) {
+            return Err(ConfigError::new(
+                "session_lifetime_secs",
+                "must be between 60 and 86400",
+            ));
+        }
         let body_limit = raw.body_limit_bytes.unwrap_or(64 * 1024);
         if !(1024..=MAX_BODY_LIMIT).contains(&body_limit) {
             return Err(ConfigError::new(
@@ -464,6 +476,7 @@ impl Config {
             body_limit_bytes: usize::try_from(body_limit).unwrap_or(usize::MAX),
             max_document_bytes: usize::try_from(max_document).unwrap_or(usize::MAX),
             account_app_return_urls,
+            session_lifetime: Duration::from_secs(session_lifetime),
             request_timeout: seconds(
                 "request_timeout_secs",
                 raw.request_timeout_secs,

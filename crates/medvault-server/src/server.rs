@@ -195,7 +195,11 @@ pub async fn start_with_routes(
             audit.clone(),
             ca,
             opaque,
-            LoginPolicy::default(),
+            LoginPolicy {
+                session_lifetime: time::Duration::try_from(config.session_lifetime)
+                    .unwrap_or(time::Duration::minutes(30)),
+                ..LoginPolicy::default()
+            },
         ),
         ca_info,
         account_app: AccountApp::new(

@@ -74,6 +74,22 @@ impl AccountRequestStore for PostgresStore {
         row.as_ref().map(request).transpose()
     }
 
+    async fn pending_account_request(
+        &self,
+        code_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<AccountRequestRowV1>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM account_requests WHERE code_hash = $1 AND status = 'pending' AND expires_at_us > $2"
+        )))
+        .bind(code_hash)
+        .bind(to_unix_micros(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.as_ref().map(request).transpose()
+    }
+
     async fn approve_account_request(
         &self,
         code_hash: &[u8],

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use medvault_store::{
-    ConnectionChange, ConnectionRowV1, DocumentRowV1, DocumentStore, ReceivedDocumentV1,
-    StoreError, from_unix_micros, to_unix_micros,
+    ConnectionChange, ConnectionRowV1, DocumentInsert, DocumentRowV1, DocumentStore,
+    ReceivedDocumentV1, StoreError, connection_pair, from_unix_micros, to_unix_micros,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -162,8 +162,26 @@ impl DocumentStore for PostgresStore {
         &self,
         document: &DocumentRowV1,
         keys: &[(String, Vec<u8>)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<DocumentInsert, StoreError> {
         let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        // FOR SHARE: a concurrent removal of the connection waits for this commit.
+        for (recipient, _) in keys {
+            if *recipient == document.sender_uid {
+                continue;
+            }
+            let (low, high) = connection_pair(&document.sender_uid, recipient);
+            let active: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM connections WHERE uid_low = $1 AND uid_high = $2 AND state = 'active' FOR SHARE",
+            )
+            .bind(low)
+            .bind(high)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+            if active.is_none() {
+                return Ok(DocumentInsert::NotConnected);
+            }
+        }
         sqlx::query(
             "INSERT INTO documents (id, format, sender_uid, sender_credential_id, sender_certificate, signature, sealed_header, sealed_body, size, created_at_us)
              VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -194,7 +212,8 @@ impl DocumentStore for PostgresStore {
             .await
             .map_err(map_error)?;
         }
-        transaction.commit().await.map_err(map_error)
+        transaction.commit().await.map_err(map_error)?;
+        Ok(DocumentInsert::Stored)
     }
 
     async fn received_documents(

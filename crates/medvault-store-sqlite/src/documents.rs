@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use medvault_store::{
-    ConnectionChange, ConnectionRowV1, DocumentRowV1, DocumentStore, ReceivedDocumentV1,
-    StoreError, from_unix_micros, to_unix_micros,
+    ConnectionChange, ConnectionRowV1, DocumentInsert, DocumentRowV1, DocumentStore,
+    ReceivedDocumentV1, StoreError, connection_pair, from_unix_micros, to_unix_micros,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -162,12 +162,30 @@ impl DocumentStore for SqliteStore {
         &self,
         document: &DocumentRowV1,
         keys: &[(String, Vec<u8>)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<DocumentInsert, StoreError> {
         let mut transaction = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_error)?;
+        // Inside BEGIN IMMEDIATE: no connection changes until this commits.
+        for (recipient, _) in keys {
+            if *recipient == document.sender_uid {
+                continue;
+            }
+            let (low, high) = connection_pair(&document.sender_uid, recipient);
+            let active: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM connections WHERE uid_low = ? AND uid_high = ? AND state = 'active'",
+            )
+            .bind(low)
+            .bind(high)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+            if active.is_none() {
+                return Ok(DocumentInsert::NotConnected);
+            }
+        }
         sqlx::query(
             "INSERT INTO documents (id, format, sender_uid, sender_credential_id, sender_certificate, signature, sealed_header, sealed_body, size, created_at_us)
              VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -198,7 +216,8 @@ impl DocumentStore for SqliteStore {
             .await
             .map_err(map_error)?;
         }
-        transaction.commit().await.map_err(map_error)
+        transaction.commit().await.map_err(map_error)?;
+        Ok(DocumentInsert::Stored)
     }
 
     async fn received_documents(

@@ -50,6 +50,13 @@ pub trait AccountRequestStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<AccountRequestRowV1>, StoreError>;
 
+    /// The pending, unexpired request whose code hashes to `code_hash`.
+    async fn pending_account_request(
+        &self,
+        code_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<AccountRequestRowV1>, StoreError>;
+
     /// Approves the pending, unexpired request whose code hashes to
     /// `code_hash`, for `uid`; returns it, or `None`.
     async fn approve_account_request(

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
+use crate::DocumentInsert;
 use crate::{
     AccountRequestRowV1, AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter,
     ClientCertificateRowV1, ConnectionChange, ConnectionRowV1, CredentialKeyRowV1, DocumentRowV1,
@@ -882,6 +883,20 @@ pub async fn connections_are_invited_accepted_and_deleted(store: &dyn Store) {
 /// sees it with their own key only.
 pub async fn documents_are_stored_whole_and_seen_by_their_recipients(store: &dyn Store) {
     let [a, b, c] = three_participants(store).await;
+    for (low, high) in [(&a, &b), (&a, &c)] {
+        store
+            .insert_connection(&ConnectionRowV1 {
+                uid_low: low.clone(),
+                uid_high: high.clone(),
+                inviter: low.clone(),
+                state: "pending".to_owned(),
+                created_at: T0,
+                accepted_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    store.accept_connection(&a, &b, &b, T0).await.unwrap();
     let document = DocumentRowV1 {
         id: "doc-1".to_owned(),
         sender_uid: a.clone(),
@@ -894,7 +909,10 @@ pub async fn documents_are_stored_whole_and_seen_by_their_recipients(store: &dyn
         created_at: T0,
     };
     let keys = vec![(a.clone(), vec![10; 80]), (b.clone(), vec![11; 80])];
-    store.insert_document(&document, &keys).await.unwrap();
+    assert_eq!(
+        store.insert_document(&document, &keys).await.unwrap(),
+        DocumentInsert::Stored
+    );
     let for_b = store.received_document(&b, "doc-1").await.unwrap().unwrap();
     assert_eq!(for_b.document, document);
     assert_eq!(for_b.sealed_key, vec![11; 80]);
@@ -908,6 +926,23 @@ pub async fn documents_are_stored_whole_and_seen_by_their_recipients(store: &dyn
     );
     assert_eq!(listed[0].sealed_key, vec![10; 80]);
 
+    // A recipient without an active connection (a and c: pending) stops it.
+    let unconnected = DocumentRowV1 {
+        id: "doc-4".to_owned(),
+        ..document.clone()
+    };
+    assert_eq!(
+        store
+            .insert_document(
+                &unconnected,
+                &[(b.clone(), vec![1; 80]), (c.clone(), vec![1; 80])]
+            )
+            .await
+            .unwrap(),
+        DocumentInsert::NotConnected
+    );
+    assert_eq!(store.received_document(&b, "doc-4").await.unwrap(), None);
+    store.accept_connection(&a, &c, &c, T0).await.unwrap();
     // A key for an unknown participant fails the whole document.
     let broken = DocumentRowV1 {
         id: "doc-2".to_owned(),
@@ -921,7 +956,11 @@ pub async fn documents_are_stored_whole_and_seen_by_their_recipients(store: &dyn
             vec![13; 80],
         ),
     ];
-    assert!(store.insert_document(&broken, &bad_keys).await.is_err());
+    let outcome = store.insert_document(&broken, &bad_keys).await;
+    assert!(
+        !matches!(outcome, Ok(DocumentInsert::Stored)),
+        "{outcome:?}"
+    );
     assert_eq!(store.received_document(&c, "doc-2").await.unwrap(), None);
     assert!(store.received_documents(&c, 10).await.unwrap().is_empty());
     // The id is never taken twice.

@@ -70,6 +70,20 @@ pub enum ConnectionChange {
     NotFound,
 }
 
+/// How storing a document went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentInsert {
+    /// Stored.
+    Stored,
+    /// A recipient is not actively connected with the sender; nothing stored.
+    NotConnected,
+}
+
+/// The two UIDs of a pair in the order connections are stored (smaller first).
+pub fn connection_pair<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
 /// Connections and sealed documents.
 #[async_trait]
 pub trait DocumentStore: Send + Sync {
@@ -103,12 +117,15 @@ pub trait DocumentStore: Send + Sync {
     /// Every connection `uid` is part of.
     async fn connections(&self, uid: &str) -> Result<Vec<ConnectionRowV1>, StoreError>;
 
-    /// Stores a document and its sealed keys (recipient UID, sealed key), all or nothing.
+    /// Stores a document and its sealed keys (recipient UID, sealed key), all
+    /// or nothing, if every recipient other than the sender has an active
+    /// connection with the sender; the check and the insert are one
+    /// transaction, so a connection removed meanwhile stops the document.
     async fn insert_document(
         &self,
         document: &DocumentRowV1,
         keys: &[(String, Vec<u8>)],
-    ) -> Result<(), StoreError>;
+    ) -> Result<DocumentInsert, StoreError>;
 
     /// The documents for `recipient`, newest first, without bodies, at most `limit`.
     async fn received_documents(

@@ -29,7 +29,8 @@ pub use accounts::{
 pub use audit::{AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore};
 pub use client_certificates::{ClientCertificateRowV1, ClientCertificateStore};
 pub use documents::{
-    ConnectionChange, ConnectionRowV1, DocumentRowV1, DocumentStore, ReceivedDocumentV1,
+    ConnectionChange, ConnectionRowV1, DocumentInsert, DocumentRowV1, DocumentStore,
+    ReceivedDocumentV1, connection_pair,
 };
 pub use error::StoreError;
 pub use participants::{ParticipantRowV1, ParticipantStore};

@@ -311,3 +311,116 @@ async fn a_patient_and_a_practice_use_every_command() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smartcard_is_enrolled_and_logs_in_from_the_command_line() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/setup-softhsm.sh"
+    );
+    let setup = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .unwrap();
+    if !setup.status.success() {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED cli smartcard: SoftHSM2 setup failed"
+        );
+        return;
+    }
+    let module = String::from_utf8(setup.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let server = TestServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let ca = work.path().join("tls-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let profile = work.path().join("hcp");
+    let registered = ok(&medvault(
+        &profile,
+        &[
+            "account",
+            "register",
+            "--server",
+            &server.patient_url("/"),
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--kind",
+            "hcp",
+            "--name",
+            "Dr. Karte",
+        ],
+        "",
+    )
+    .await);
+    let uid = field(&registered, "uid:").to_owned();
+    let superpin = field(
+        &registered,
+        "SuperPIN (write it down; it is shown only now):",
+    )
+    .to_owned();
+    ok(&medvault(
+        &profile,
+        &["account", "login", "--superpin", "--uid", &uid],
+        &format!("{superpin}\n"),
+    )
+    .await);
+    let label = format!("cli-{uid}");
+    let added = ok(&medvault(
+        &profile,
+        &[
+            "credentials",
+            "add",
+            "--smartcard",
+            &label,
+            "--module",
+            &module,
+            "--token",
+            "medvault-test",
+        ],
+        "123456\n",
+    )
+    .await);
+    assert!(added.starts_with("added smartcard credential"), "{added}");
+    ok(&medvault(&profile, &["account", "logout"], "").await);
+    // A wrong PIN is refused by the token; the right one logs in.
+    let wrong = medvault(
+        &profile,
+        &[
+            "account",
+            "login",
+            "--smartcard",
+            &label,
+            "--module",
+            &module,
+            "--token",
+            "medvault-test",
+        ],
+        "000000\n",
+    )
+    .await;
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    ok(&medvault(
+        &profile,
+        &[
+            "account",
+            "login",
+            "--smartcard",
+            &label,
+            "--module",
+            &module,
+            "--token",
+            "medvault-test",
+        ],
+        "123456\n",
+    )
+    .await);
+    let whoami = ok(&medvault(&profile, &["account", "whoami"], "").await);
+    assert_eq!(field(&whoami, "uid:"), uid);
+}

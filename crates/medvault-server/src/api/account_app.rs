@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/account/login", get(login_page))
         .route("/account/register", get(register_page))
         .route("/account/requests/{id}", get(request_page))
+        .route("/api/v1/account-requests/inspect", post(inspect))
         .route("/api/v1/account-requests/approve", post(approve))
         .route("/api/v1/account-requests/result", post(redeem))
 }
@@ -205,6 +206,32 @@ async fn request_page(
 #[serde(deny_unknown_fields)]
 struct ApproveRequest {
     code: String,
+}
+
+/// What a request is for and who asks.
+#[derive(Debug, Serialize)]
+struct InspectResponse {
+    purpose: &'static str,
+    app_host: String,
+}
+
+async fn inspect(
+    State(state): State<AppState>,
+    bearer: BearerSession,
+    ApiJson(request): ApiJson<ApproveRequest>,
+) -> Response {
+    match state
+        .account_app
+        .inspect(&bearer.session, &request.code)
+        .await
+    {
+        Ok((purpose, app_host)) => Json(InspectResponse {
+            purpose: purpose.as_str(),
+            app_host,
+        })
+        .into_response(),
+        Err(error) => api_error(error),
+    }
 }
 
 /// Whom the approval let in.

@@ -499,6 +499,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/connections/{uid}/accept",
         "/api/v1/documents",
         "/api/v1/documents/{id}",
+        "/api/v1/account-requests/inspect",
         "/api/v1/account-requests/approve",
         "/api/v1/account-requests/result",
     ] {
