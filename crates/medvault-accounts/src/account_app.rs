@@ -168,21 +168,9 @@ impl AccountApp {
             free: FREE_OPENS,
             max_lock: Duration::minutes(15),
         };
-        if self
-            .store
-            .reserve_login_attempt(&key, now, now - Duration::hours(1), policy)
+        crate::throttle::reserve(&*self.store, &key, now, Duration::hours(1), policy)
             .await?
-            .is_none()
-        {
-            let until = self
-                .store
-                .login_locked_until(std::slice::from_ref(&key), now)
-                .await?
-                .unwrap_or(now);
-            return Err(AccountAppError::Throttled {
-                retry_after: u64::try_from((until - now).whole_seconds().max(1)).unwrap_or(1),
-            });
-        }
+            .map_err(|retry_after| AccountAppError::Throttled { retry_after })?;
         let return_to = url::Url::parse(return_to).map_err(|_| AccountAppError::ReturnUrl)?;
         if !self.return_urls.contains(&return_to) {
             return Err(AccountAppError::ReturnUrl);
@@ -295,21 +283,9 @@ impl AccountApp {
             free: FREE_APPROVAL_FAILURES,
             max_lock: Duration::minutes(15),
         };
-        if self
-            .store
-            .reserve_login_attempt(&key, now, now - Duration::hours(1), policy)
+        crate::throttle::reserve(&*self.store, &key, now, Duration::hours(1), policy)
             .await?
-            .is_none()
-        {
-            let until = self
-                .store
-                .login_locked_until(std::slice::from_ref(&key), now)
-                .await?
-                .unwrap_or(now);
-            return Err(AccountAppError::Throttled {
-                retry_after: u64::try_from((until - now).whole_seconds().max(1)).unwrap_or(1),
-            });
-        }
+            .map_err(|retry_after| AccountAppError::Throttled { retry_after })?;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ mod directory;
 mod documents;
 mod enrolment;
 mod login;
+mod throttle;
 
 pub use account_app::{
     AccountApp, AccountAppError, AccountResult, NewRequest, REQUEST_LIFETIME, RequestPage,

@@ -615,7 +615,6 @@ impl Accounts {
     /// (atomically in the database; see `AccountStore::reserve_login_attempt`).
     async fn reserve(&self, account_key: &str, source: IpAddr) -> Result<(), LoginError> {
         let now = self.clock.now();
-        let stale_before = now - self.policy.failure_memory;
         let address_key = address_throttle_key(source);
         for (key, free) in [
             (account_key, self.policy.free_account_failures),
@@ -625,21 +624,9 @@ impl Accounts {
                 free,
                 max_lock: self.policy.max_lock,
             };
-            let reserved = self
-                .store
-                .reserve_login_attempt(key, now, stale_before, policy)
-                .await?;
-            if reserved.is_none() {
-                let until = self
-                    .store
-                    .login_locked_until(&[key.to_owned()], now)
-                    .await?
-                    .unwrap_or(now);
-                let seconds = (until - now).whole_seconds().max(1);
-                return Err(LoginError::Throttled {
-                    retry_after: u64::try_from(seconds).unwrap_or(1),
-                });
-            }
+            crate::throttle::reserve(&*self.store, key, now, self.policy.failure_memory, policy)
+                .await?
+                .map_err(|retry_after| LoginError::Throttled { retry_after })?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use medvault_accounts::{AccountAppError, RequestPage, RequestPurpose};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiJson, BearerSession, internal, store_error};
+use super::{ApiJson, BearerSession, internal, store_error, too_many, with_retry_after};
 use crate::app::AppState;
 use crate::listener::ConnectionInfo;
 use crate::problem::Problem;
@@ -95,18 +95,15 @@ fn app_error_page(error: AccountAppError) -> Response {
             &format!("<p>{}</p>", escape(&error.to_string())),
             false,
         ),
-        AccountAppError::Throttled { retry_after } => {
-            let mut response = html(
+        AccountAppError::Throttled { retry_after } => with_retry_after(
+            html(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Zu viele Anfragen",
                 "<p>Von dieser Adresse kamen zu viele Anfragen. Versuchen Sie es später wieder.</p>",
                 false,
-            );
-            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+            ),
+            retry_after,
+        ),
         AccountAppError::Store(error) => store_error(&error),
         other => internal(&other),
     }
@@ -297,15 +294,7 @@ fn api_error(error: AccountAppError) -> Response {
         AccountAppError::Code => Problem::new(StatusCode::BAD_REQUEST, "Invalid code")
             .with_detail(error.to_string())
             .into_response(),
-        AccountAppError::Throttled { retry_after } => {
-            let mut response = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many wrong codes")
-                .with_detail(format!("try again in {retry_after} s"))
-                .into_response();
-            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+        AccountAppError::Throttled { retry_after } => too_many(retry_after, "Too many attempts"),
         AccountAppError::ReturnUrl | AccountAppError::State => {
             Problem::new(StatusCode::BAD_REQUEST, "Invalid request")
                 .with_detail(error.to_string())

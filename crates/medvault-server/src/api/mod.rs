@@ -137,6 +137,24 @@ fn unauthenticated() -> Response {
     response
 }
 
+/// 429 problem+json with `Retry-After`.
+pub fn too_many(retry_after: u64, title: &'static str) -> Response {
+    with_retry_after(
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, title)
+            .with_detail(format!("try again in {retry_after} s"))
+            .into_response(),
+        retry_after,
+    )
+}
+
+/// Adds `Retry-After: seconds` to a response.
+pub fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 /// A 400 naming the field at fault.
 pub fn invalid(field: &str) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "Invalid request").with_detail(format!("invalid {field}"))
