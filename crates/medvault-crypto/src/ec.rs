@@ -178,6 +178,17 @@ impl SoftwareKey {
             .map_err(|_| CryptoError::Encrypt)
     }
 
+    /// Signs `message` for JOSE (ES256): the fixed `r || s` form of RFC 7518.
+    pub fn sign_jose(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let fixed =
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &self.pkcs8)
+                .map_err(|_| CryptoError::Malformed)?;
+        fixed
+            .sign(&SystemRandom::new(), message)
+            .map(|signature| signature.as_ref().to_vec())
+            .map_err(|_| CryptoError::Encrypt)
+    }
+
     /// Holder side: the KEK input of an envelope made for this key.
     pub fn open_ecdh_envelope(
         &self,

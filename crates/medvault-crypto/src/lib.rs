@@ -26,15 +26,21 @@
 //!   credential's P-256 signing key to the UID and credential id
 //!   ([`CertifiedCredential`]), checked by clients against a pinned CA key.
 //!
+//! - [`did`] and [`jose`] (Patient Credential): `did:key` / `did:jwk` of P-256
+//!   keys, and compact ES256 JWS with a typestate (`UnverifiedJws` ->
+//!   `VerifiedJws<C>`) that refuses every other algorithm at parse time.
+//!
 //! Invariants: secret keys are zeroized on drop and their `Debug` prints no key
 //! material; no secret type implements `Clone` without need, `Serialize` never.
 
 mod certificate;
 mod codes;
 mod credential_certificate;
+pub mod did;
 pub mod document;
 mod ec;
 pub mod enrol;
+pub mod jose;
 mod kek;
 pub mod password;
 mod root;

