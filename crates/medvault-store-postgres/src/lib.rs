@@ -14,6 +14,7 @@
 mod account_requests;
 mod accounts;
 mod documents;
+mod proofing;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -60,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         description: "one active password, SuperPIN and TAN batch per participant",
         sql: include_str!("../migrations/0006_unique_credential_kinds.sql"),
+    },
+    Migration {
+        version: 7,
+        description: "identity proofing, credential codes, request replay cache",
+        sql: include_str!("../migrations/0007_identity_proofing.sql"),
     },
 ];
 

@@ -11,6 +11,7 @@
 mod account_requests;
 mod accounts;
 mod documents;
+mod proofing;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -59,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         description: "one active password, SuperPIN and TAN batch per participant",
         sql: include_str!("../migrations/0006_unique_credential_kinds.sql"),
+    },
+    Migration {
+        version: 7,
+        description: "identity proofing, credential codes, request replay cache",
+        sql: include_str!("../migrations/0007_identity_proofing.sql"),
     },
 ];
 

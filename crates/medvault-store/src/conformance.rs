@@ -20,7 +20,6 @@ use std::sync::Arc;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use crate::DocumentInsert;
 use crate::{
     AccountRequestRowV1, AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter,
     ClientCertificateRowV1, ConnectionChange, ConnectionRowV1, CredentialKeyRowV1, DocumentRowV1,
@@ -28,6 +27,7 @@ use crate::{
     RemoveCredentialOutcome, SessionRowV1, Store, StoreError, ThrottlePolicy,
     WorkingCredentialRowV1,
 };
+use crate::{CredentialCodeRowV1, DocumentInsert, ProofingRowV1};
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
 /// directory, a schema that is dropped at the end).
@@ -62,6 +62,7 @@ macro_rules! store_conformance_tests {
             connections_are_invited_accepted_and_deleted,
             documents_are_stored_whole_and_seen_by_their_recipients,
             account_requests_advance_once,
+            proofing_codes_and_jtis_are_single_use,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -1071,4 +1072,79 @@ pub async fn account_requests_advance_once(store: &dyn Store) {
         ("done", "xyz")
     );
     assert_eq!(store.take_account_result(&[2; 32], T0).await.unwrap(), None);
+}
+
+/// A proofing is stored with its code; the code works once, for its patient
+/// only, until it expires; a request `jti` is accepted once while it lives.
+pub async fn proofing_codes_and_jtis_are_single_use(store: &dyn Store) {
+    let [institution, patient, other] = three_participants(store).await;
+    let proofing = ProofingRowV1 {
+        id: "proofing-1".to_owned(),
+        institution_uid: institution.clone(),
+        patient_uid: patient.clone(),
+        assurance: "IAL2".to_owned(),
+        method: "in-person".to_owned(),
+        evidence_type: "id-card".to_owned(),
+        proofed_by: institution.clone(),
+        proofed_at: T0,
+    };
+    let code = CredentialCodeRowV1 {
+        code_hash: vec![5; 32],
+        proofing_id: "proofing-1".to_owned(),
+        patient_uid: patient.clone(),
+        expires_at: T0 + Duration::minutes(10),
+    };
+    store.insert_proofing(&proofing, &code).await.unwrap();
+    // An unknown method (or a second code with the same hash) stores nothing.
+    let bad = ProofingRowV1 {
+        id: "proofing-2".to_owned(),
+        method: "telephone".to_owned(),
+        ..proofing.clone()
+    };
+    assert!(store.insert_proofing(&bad, &code).await.is_err());
+    assert_eq!(
+        store
+            .consume_credential_code(&[5; 32], &other, T0)
+            .await
+            .unwrap(),
+        None,
+        "bound to its patient"
+    );
+    assert_eq!(
+        store
+            .consume_credential_code(&[5; 32], &patient, T0 + Duration::minutes(10))
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    let (first, second) = futures::join!(
+        store.consume_credential_code(&[5; 32], &patient, T0),
+        store.consume_credential_code(&[5; 32], &patient, T0),
+    );
+    let used: Vec<_> = [first.unwrap(), second.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(used, vec![proofing]);
+
+    let expires = T0 + Duration::minutes(5);
+    assert!(store.record_jti("jti-1", expires, T0).await.unwrap());
+    assert!(
+        !store
+            .record_jti("jti-1", expires, T0 + Duration::minutes(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_jti(
+                "jti-1",
+                T0 + Duration::minutes(20),
+                T0 + Duration::minutes(6)
+            )
+            .await
+            .unwrap(),
+        "an expired entry can be taken again"
+    );
 }

@@ -18,6 +18,7 @@ pub mod conformance;
 pub mod documents;
 mod error;
 pub mod participants;
+pub mod proofing;
 
 use async_trait::async_trait;
 
@@ -34,6 +35,7 @@ pub use documents::{
 };
 pub use error::StoreError;
 pub use participants::{ParticipantRowV1, ParticipantStore};
+pub use proofing::{CredentialCodeRowV1, ProofingRowV1, ProofingStore};
 
 /// Which database engine a store talks to (for logs and `/ready`, never for branching).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,7 @@ pub trait Store:
     + AccountStore
     + DocumentStore
     + AccountRequestStore
+    + ProofingStore
     + Send
     + Sync
     + std::fmt::Debug
