@@ -44,10 +44,16 @@ fn module() -> Option<&'static Pkcs11Module> {
         .as_ref()
 }
 
+/// One test at a time on the shared token: with both tests generating and
+/// storing objects on one SoftHSM2 token at once, a lookup by label once found
+/// nothing (seen in CI); a user has one card in one application.
+static TOKEN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn a_smartcard_enrols_logs_in_signs_and_unlocks(backend: Backend) {
     let Some(module) = module() else {
         return;
     };
+    let _token = TOKEN_LOCK.lock().await;
     let Some(server) = TestServer::start_with(backend, |_| {}).await else {
         return;
     };
