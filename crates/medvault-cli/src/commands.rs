@@ -58,6 +58,13 @@ enum Command {
         #[command(subcommand)]
         command: crate::user::DocumentsCommand,
     },
+    /// Identity proofing (institutions): the patient's one-time credential code.
+    Proofing {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::user::ProofingCommand,
+    },
     /// Connections with other participants.
     Connections {
         #[command(flatten)]
@@ -248,6 +255,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Documents { profile, command } => {
             run_async(crate::user::documents(profile, command))
+        }
+        Command::Proofing { profile, command } => {
+            run_async(crate::user::proofing(profile, command))
         }
         Command::Connections { profile, command } => {
             run_async(crate::user::connections(profile, command))

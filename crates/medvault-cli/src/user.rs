@@ -182,6 +182,24 @@ pub enum DocumentsCommand {
     },
 }
 
+/// `medvault proofing ...` (institutions).
+#[derive(Debug, Subcommand)]
+pub enum ProofingCommand {
+    /// Record that you proofed a connected patient's identity (IAL2) and show
+    /// the one-time code for their credential request, as text and QR code.
+    Record {
+        /// The patient's UID.
+        #[arg(long)]
+        patient: String,
+        /// in-person, supervised-remote or eid.
+        #[arg(long)]
+        method: String,
+        /// id-card, passport, residence-permit or eid (the type only; never the document).
+        #[arg(long)]
+        evidence: String,
+    },
+}
+
 /// `medvault connections ...`
 #[derive(Debug, Subcommand)]
 pub enum ConnectionsCommand {
@@ -661,4 +679,30 @@ pub async fn connections(args: ProfileArgs, command: ConnectionsCommand) -> anyh
         }
     }
     Ok(())
+}
+
+/// `medvault proofing ...`
+pub async fn proofing(args: ProfileArgs, command: ProofingCommand) -> anyhow::Result<()> {
+    let context = Profiled::new(&args)?;
+    let session = context.session()?;
+    match command {
+        ProofingCommand::Record {
+            patient,
+            method,
+            evidence,
+        } => {
+            let (code, expires_at) = session
+                .record_proofing(parse_uid(&patient)?, &method, &evidence)
+                .await?;
+            let qr = qrcode::QrCode::new(code.as_bytes()).context("QR code")?;
+            let picture = qr
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build();
+            println!("{picture}");
+            println!("code: {}", code.as_str());
+            println!("valid until: {expires_at}");
+            Ok(())
+        }
+    }
 }

@@ -190,6 +190,35 @@ impl Session {
         self.add(&request).await
     }
 
+    /// The session's institution records that it proofed `patient` (IAL2)
+    /// with `method` and `evidence_type`; returns the one-time code for the
+    /// patient and when it expires.
+    pub async fn record_proofing(
+        &self,
+        patient: Uid,
+        method: &str,
+        evidence_type: &str,
+    ) -> Result<(Zeroizing<String>, String), ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Issued {
+            code: String,
+            expires_at: String,
+        }
+        let issued: Issued = self
+            .client
+            .post(
+                "api/v1/proofings",
+                &serde_json::json!({
+                    "patient_uid": patient.to_string(),
+                    "method": method,
+                    "evidence_type": evidence_type,
+                }),
+                Some(&self.token),
+            )
+            .await?;
+        Ok((Zeroizing::new(issued.code), issued.expires_at))
+    }
+
     /// What the Account App request showing `code` is for (`login` or
     /// `register`) and which app's host asks: show it before approving.
     pub async fn inspect_account_request(

@@ -57,6 +57,8 @@ pub struct AppState {
     pub exchange: medvault_accounts::Exchange,
     /// The Account App's login and registration requests.
     pub account_app: medvault_accounts::AccountApp,
+    /// Identity proofing (Patient Credential).
+    pub proofing: medvault_credential::IdentityProofing,
 }
 
 /// A token bucket over audit entries for refused requests.

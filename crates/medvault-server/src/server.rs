@@ -202,6 +202,12 @@ pub async fn start_with_routes(
             },
         ),
         ca_info,
+        proofing: medvault_credential::IdentityProofing::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            time::Duration::minutes(10),
+        ),
         account_app: AccountApp::new(
             store.clone(),
             clock.clone(),

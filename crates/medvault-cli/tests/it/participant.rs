@@ -283,6 +283,48 @@ async fn a_patient_and_a_practice_use_every_command() {
     #[cfg(unix)]
     assert_eq!(mode(&output), 0o600);
 
+    // The practice proofs the connected patient and gets the one-time code.
+    let proofed = ok(&medvault(
+        &practice,
+        &[
+            "proofing",
+            "record",
+            "--patient",
+            &uid,
+            "--method",
+            "in-person",
+            "--evidence",
+            "id-card",
+        ],
+        "",
+    )
+    .await);
+    assert_eq!(field(&proofed, "code:").len(), 19, "{proofed}");
+    assert!(
+        proofed.contains('█') || proofed.contains('▀'),
+        "a QR code is drawn"
+    );
+    let refused = medvault(
+        &patient,
+        &[
+            "proofing",
+            "record",
+            "--patient",
+            &practice_uid,
+            "--method",
+            "in-person",
+            "--evidence",
+            "id-card",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{refused:?}"
+    );
+
     // Credentials: add TANs, remove them.
     let added = ok(&medvault(&practice, &["credentials", "add", "--tans", "3"], "").await);
     assert_eq!(

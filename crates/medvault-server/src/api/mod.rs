@@ -9,6 +9,7 @@
 mod account_app;
 mod accounts;
 mod documents;
+mod proofing;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -30,6 +31,7 @@ pub fn router() -> Router<AppState> {
     accounts::routes()
         .merge(documents::routes())
         .merge(account_app::routes())
+        .merge(proofing::routes())
 }
 
 /// The document upload route, which takes bodies up to the document limit.

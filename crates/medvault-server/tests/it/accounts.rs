@@ -502,6 +502,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/account-requests/inspect",
         "/api/v1/account-requests/approve",
         "/api/v1/account-requests/result",
+        "/api/v1/proofings",
     ] {
         assert!(document["paths"][path].is_object(), "{path} undocumented");
     }

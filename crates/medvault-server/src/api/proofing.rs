@@ -1,0 +1,77 @@
+//! Identity proofing over HTTP (Patient Credential): an institution records a
+//! proofing and gets the patient's one-time code.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use medvault_core::Uid;
+use medvault_credential::{EvidenceType, ProofingError, ProofingMethod};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, BearerSession, internal, invalid, store_error};
+use crate::app::AppState;
+use crate::problem::Problem;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/proofings", post(record))
+}
+
+/// `POST /api/v1/proofings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofingRequest {
+    patient_uid: String,
+    method: String,
+    evidence_type: String,
+}
+
+/// The code to hand to the patient (once).
+#[derive(Debug, Serialize)]
+struct ProofingResponse {
+    proofing_id: String,
+    code: String,
+    expires_at: String,
+}
+
+async fn record(
+    State(state): State<AppState>,
+    bearer: BearerSession,
+    ApiJson(request): ApiJson<ProofingRequest>,
+) -> Result<Response, Problem> {
+    let patient: Uid = request
+        .patient_uid
+        .parse()
+        .map_err(|_| invalid("patient_uid"))?;
+    let method = ProofingMethod::parse(&request.method).ok_or_else(|| invalid("method"))?;
+    let evidence =
+        EvidenceType::parse(&request.evidence_type).ok_or_else(|| invalid("evidence_type"))?;
+    Ok(
+        match state
+            .proofing
+            .record(&bearer.session, patient, method, evidence)
+            .await
+        {
+            Ok(issued) => (
+                StatusCode::CREATED,
+                Json(ProofingResponse {
+                    proofing_id: issued.proofing_id,
+                    code: issued.code.to_string(),
+                    expires_at: issued
+                        .expires_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                }),
+            )
+                .into_response(),
+            Err(error @ (ProofingError::NotAnInstitution | ProofingError::NotConnectedPatient)) => {
+                Problem::new(StatusCode::FORBIDDEN, "Not allowed")
+                    .with_detail(error.to_string())
+                    .into_response()
+            }
+            Err(ProofingError::Store(error)) => store_error(&error),
+            Err(error) => internal(&error),
+        },
+    )
+}
