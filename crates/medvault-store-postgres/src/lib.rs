@@ -14,6 +14,7 @@
 mod account_requests;
 mod accounts;
 mod documents;
+mod issuer_keys;
 mod proofing;
 
 use std::str::FromStr;
@@ -66,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         description: "identity proofing, credential codes, request replay cache",
         sql: include_str!("../migrations/0007_identity_proofing.sql"),
+    },
+    Migration {
+        version: 8,
+        description: "credential issuer keys",
+        sql: include_str!("../migrations/0008_issuer_keys.sql"),
     },
 ];
 

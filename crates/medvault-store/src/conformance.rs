@@ -27,7 +27,7 @@ use crate::{
     RemoveCredentialOutcome, SessionRowV1, Store, StoreError, ThrottlePolicy,
     WorkingCredentialRowV1,
 };
-use crate::{CredentialCodeRowV1, DocumentInsert, ProofingRowV1};
+use crate::{CredentialCodeRowV1, DocumentInsert, IssuerKeyRowV1, ProofingRowV1};
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
 /// directory, a schema that is dropped at the end).
@@ -63,6 +63,7 @@ macro_rules! store_conformance_tests {
             documents_are_stored_whole_and_seen_by_their_recipients,
             account_requests_advance_once,
             proofing_codes_and_jtis_are_single_use,
+            issuer_keys_rotate_and_stay_published,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -1146,5 +1147,91 @@ pub async fn proofing_codes_and_jtis_are_single_use(store: &dyn Store) {
             .await
             .unwrap(),
         "an expired entry can be taken again"
+    );
+}
+
+/// Rotation retires the current key in the same transaction; retired keys stay
+/// published until their time; there is one current key per institution.
+pub async fn issuer_keys_rotate_and_stay_published(store: &dyn Store) {
+    let [institution, other, _] = three_participants(store).await;
+    let key = |kid: &str, uid: &str, publish_until| IssuerKeyRowV1 {
+        kid: kid.to_owned(),
+        institution_uid: uid.to_owned(),
+        public_jwk: format!("{{\"kid\":\"{kid}\"}}"),
+        wrapped_private_key: vec![7; 150],
+        created_at: T0,
+        retired_at: None,
+        publish_until,
+    };
+    assert_eq!(store.current_issuer_key(&institution).await.unwrap(), None);
+    let first = key("k1", &institution, T0 + Duration::days(1));
+    store.rotate_issuer_key(&first, T0).await.unwrap();
+    store
+        .rotate_issuer_key(&key("o1", &other, T0 + Duration::days(1)), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.current_issuer_key(&institution).await.unwrap(),
+        Some(first.clone())
+    );
+    store
+        .extend_issuer_key("k1", T0 + Duration::days(30))
+        .await
+        .unwrap();
+    store
+        .extend_issuer_key("k1", T0 + Duration::days(2))
+        .await
+        .unwrap();
+    let at = T0 + Duration::hours(1);
+    let second = IssuerKeyRowV1 {
+        created_at: at,
+        ..key("k2", &institution, at + Duration::days(1))
+    };
+    store.rotate_issuer_key(&second, at).await.unwrap();
+    assert_eq!(
+        store.current_issuer_key(&institution).await.unwrap(),
+        Some(second)
+    );
+    let kids = |keys: Vec<IssuerKeyRowV1>| keys.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+    assert_eq!(
+        kids(
+            store
+                .published_issuer_keys(Some(&institution), at)
+                .await
+                .unwrap()
+        ),
+        vec!["k1".to_owned(), "k2".to_owned()]
+    );
+    assert_eq!(
+        kids(store.published_issuer_keys(None, at).await.unwrap()).len(),
+        3
+    );
+    // The retired key is published until its (extended) time, then no more.
+    let later = T0 + Duration::days(31);
+    assert_eq!(
+        kids(
+            store
+                .published_issuer_keys(Some(&institution), later)
+                .await
+                .unwrap()
+        ),
+        vec!["k2".to_owned()],
+        "the current key is always published"
+    );
+    // The kid is unique.
+    assert!(
+        store
+            .rotate_issuer_key(&key("k2", &other, later), later)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .current_issuer_key(&other)
+            .await
+            .unwrap()
+            .map(|k| k.kid),
+        Some("o1".to_owned()),
+        "a failed rotation retires nothing"
     );
 }

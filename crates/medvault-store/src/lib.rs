@@ -17,6 +17,7 @@ pub mod client_certificates;
 pub mod conformance;
 pub mod documents;
 mod error;
+pub mod issuer_keys;
 pub mod participants;
 pub mod proofing;
 
@@ -34,6 +35,7 @@ pub use documents::{
     ReceivedDocumentV1, connection_pair,
 };
 pub use error::StoreError;
+pub use issuer_keys::{IssuerKeyRowV1, IssuerKeyStore};
 pub use participants::{ParticipantRowV1, ParticipantStore};
 pub use proofing::{CredentialCodeRowV1, ProofingRowV1, ProofingStore};
 
@@ -69,6 +71,7 @@ pub trait Store:
     + DocumentStore
     + AccountRequestStore
     + ProofingStore
+    + IssuerKeyStore
     + Send
     + Sync
     + std::fmt::Debug
