@@ -12,9 +12,11 @@
 //! present, names the same key), from a trusted user agent, within a bounded
 //! time window.
 
+mod issuer;
 mod proofing;
 mod request;
 
+pub use issuer::{IssuerKeyError, IssuerKeys};
 pub use proofing::{EvidenceType, IdentityProofing, IssuedCode, ProofingError, ProofingMethod};
 pub use request::{
     CredentialRequest, KeyProtection, RequestClaims, RequestError, RequestPolicy,

@@ -59,6 +59,8 @@ pub struct AppState {
     pub account_app: medvault_accounts::AccountApp,
     /// Identity proofing (Patient Credential).
     pub proofing: medvault_credential::IdentityProofing,
+    /// Institutions' credential issuer keys.
+    pub issuer_keys: medvault_credential::IssuerKeys,
 }
 
 /// A token bucket over audit entries for refused requests.

@@ -164,6 +164,22 @@ pub async fn start_with_routes(
         },
         |bytes| OpaqueServerSetup::from_bytes(bytes).map_err(|error| error.to_string()),
     )?);
+    let issuer_secret = load_or_create_key(
+        "credential issuer secret",
+        &keys.join("issuer-kek.bin"),
+        || {
+            let mut secret = zeroize::Zeroizing::new(vec![0u8; 32]);
+            medvault_crypto::random_fill(&mut secret).map_err(|error| error.to_string())?;
+            Ok((secret.clone(), secret))
+        },
+        |bytes| {
+            if bytes.len() == 32 {
+                Ok(zeroize::Zeroizing::new(bytes.to_vec()))
+            } else {
+                Err("must hold 32 bytes".to_owned())
+            }
+        },
+    )?;
     let now = clock.now().unix_timestamp();
     let ca_certificate = ca
         .ca_certificate(now - 3600, now + CA_CERTIFICATE_LIFETIME_SECONDS)
@@ -202,6 +218,16 @@ pub async fn start_with_routes(
             },
         ),
         ca_info,
+        issuer_keys: medvault_credential::IssuerKeys::new(
+            store.clone(),
+            clock.clone(),
+            issuer_secret,
+        )
+        .map_err(|error| StartError::Key {
+            name: "credential issuer secret",
+            path: keys.join("issuer-kek.bin"),
+            reason: error.to_string(),
+        })?,
         proofing: medvault_credential::IdentityProofing::new(
             store.clone(),
             clock.clone(),

@@ -333,3 +333,64 @@ fn a_well_formed_request_passes_and_each_bad_one_is_named() {
         );
     }
 }
+
+#[tokio::test]
+async fn issuer_keys_sign_rotate_and_stay_published_while_needed() {
+    use medvault_credential::IssuerKeys;
+    use medvault_crypto::jose::UnverifiedJws;
+    let fixture = fixture().await;
+    let practice = participant(&fixture, "institution:practice", Some("Praxis Nord")).await;
+    let secret = zeroize::Zeroizing::new(vec![42u8; 32]);
+    let keys = IssuerKeys::new(fixture.store.clone(), fixture.clock.clone(), secret).unwrap();
+    let (kid, key) = keys.signing_key(practice).await.unwrap();
+    let (again, _) = keys.signing_key(practice).await.unwrap();
+    assert_eq!(kid, again, "one current key");
+    let mut header = JwsHeader::es256("JWT");
+    header.kid = Some(kid.clone());
+    let jws = sign_es256(&header, &json!({"iss": "x"}), &key).unwrap();
+    // A verifier finds the key by kid in the published JWKS.
+    let jwks = keys.jwks(Some(practice)).await.unwrap();
+    assert_eq!(jwks.len(), 1);
+    assert_eq!(jwks[0].kid.as_deref(), Some(kid.as_str()));
+    assert_eq!(jwks[0].alg.as_deref(), Some("ES256"));
+    let public = P256PublicKey::from_jwk(&jwks[0]).unwrap();
+    UnverifiedJws::parse(&jws)
+        .unwrap()
+        .verify::<serde_json::Value>(&public)
+        .unwrap();
+
+    // Rotation: the old key stays published while a credential it signed lives.
+    keys.signed_until(&kid, fixture.clock.now() + Duration::days(365))
+        .await
+        .unwrap();
+    let rotated = keys.rotate(practice).await.unwrap();
+    assert_ne!(rotated, kid);
+    assert_eq!(keys.signing_key(practice).await.unwrap().0, rotated);
+    assert_eq!(keys.jwks(Some(practice)).await.unwrap().len(), 2);
+    fixture.clock.advance(Duration::days(366));
+    let published: Vec<_> = keys
+        .jwks(Some(practice))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|jwk| jwk.kid)
+        .collect();
+    assert_eq!(published, vec![rotated]);
+
+    // Without the right issuer secret the stored key does not unwrap.
+    let wrong = IssuerKeys::new(
+        fixture.store.clone(),
+        fixture.clock.clone(),
+        zeroize::Zeroizing::new(vec![7u8; 32]),
+    )
+    .unwrap();
+    assert!(wrong.signing_key(practice).await.is_err());
+    assert!(
+        IssuerKeys::new(
+            fixture.store.clone(),
+            fixture.clock.clone(),
+            zeroize::Zeroizing::new(vec![1; 8])
+        )
+        .is_err()
+    );
+}

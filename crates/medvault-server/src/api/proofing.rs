@@ -1,5 +1,5 @@
 //! Identity proofing over HTTP (Patient Credential): an institution records a
-//! proofing and gets the patient's one-time code.
+//! proofing and gets the patient's one-time code; the issuer keys' JWKS.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,7 +15,18 @@ use crate::app::AppState;
 use crate::problem::Problem;
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/proofings", post(record))
+    Router::new()
+        .route("/api/v1/proofings", post(record))
+        .route("/.well-known/jwks.json", axum::routing::get(jwks))
+}
+
+/// The published credential issuer keys of every institution (RFC 7517 JWKS).
+async fn jwks(State(state): State<AppState>) -> Response {
+    match state.issuer_keys.jwks(None).await {
+        Ok(keys) => Json(serde_json::json!({ "keys": keys })).into_response(),
+        Err(medvault_credential::IssuerKeyError::Store(error)) => store_error(&error),
+        Err(error) => internal(&error),
+    }
 }
 
 /// `POST /api/v1/proofings`.

@@ -469,6 +469,57 @@ async fn registration_conflicts_leave_nothing_behind(backend: Backend) {
 }
 
 #[tokio::test]
+async fn the_issuer_jwks_publishes_each_institution_signing_key() {
+    let server = TestServer::start().await;
+    let jwks = |server: &TestServer| {
+        let client = server.client(None);
+        let url = server.patient_url("/.well-known/jwks.json");
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(jwks(&server).await, json!({ "keys": [] }));
+    let practice = server
+        .sdk()
+        .register(NewAccount {
+            kind: ParticipantKind::Institution(medvault_core::InstitutionKind::Practice),
+            display_name: Some("Praxis".into()),
+            password: None,
+            tans: 0,
+            software_certificate: false,
+        })
+        .await
+        .unwrap();
+    let (kid, _) = server
+        .state()
+        .issuer_keys
+        .signing_key(practice.uid)
+        .await
+        .unwrap();
+    let published = jwks(&server).await;
+    assert_eq!(published["keys"][0]["kid"], kid);
+    assert_eq!(published["keys"][0]["crv"], "P-256");
+    assert!(published["keys"][0].get("d").is_none(), "no private member");
+    // The secret that wraps the keys is a 0600 file in the keys directory.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(server.data_dir.path().join("keys/issuer-kek.bin"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let server = TestServer::start().await;
     let document: serde_json::Value = server
@@ -503,6 +554,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/account-requests/approve",
         "/api/v1/account-requests/result",
         "/api/v1/proofings",
+        "/.well-known/jwks.json",
     ] {
         assert!(document["paths"][path].is_object(), "{path} undocumented");
     }
