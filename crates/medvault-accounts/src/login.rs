@@ -615,20 +615,35 @@ impl Accounts {
     /// (atomically in the database; see `AccountStore::reserve_login_attempt`).
     async fn reserve(&self, account_key: &str, source: IpAddr) -> Result<(), LoginError> {
         let now = self.clock.now();
-        let address_key = address_throttle_key(source);
-        for (key, free) in [
-            (account_key, self.policy.free_account_failures),
-            (address_key.as_str(), self.policy.free_address_failures),
-        ] {
-            let policy = ThrottlePolicy {
-                free,
-                max_lock: self.policy.max_lock,
-            };
-            crate::throttle::reserve(&*self.store, key, now, self.policy.failure_memory, policy)
-                .await?
-                .map_err(|retry_after| LoginError::Throttled { retry_after })?;
-        }
-        Ok(())
+        let policy = |free| ThrottlePolicy {
+            free,
+            max_lock: self.policy.max_lock,
+        };
+        let keys = [
+            (
+                account_key.to_owned(),
+                policy(self.policy.free_account_failures),
+            ),
+            (
+                address_throttle_key(source),
+                policy(self.policy.free_address_failures),
+            ),
+        ];
+        let locked = self
+            .store
+            .reserve_login_attempts(&keys, now, now - self.policy.failure_memory)
+            .await?;
+        let Some(key) = locked else {
+            return Ok(());
+        };
+        let until = self
+            .store
+            .login_locked_until(&[key], now)
+            .await?
+            .unwrap_or(now);
+        Err(LoginError::Throttled {
+            retry_after: u64::try_from((until - now).whole_seconds().max(1)).unwrap_or(1),
+        })
     }
 
     /// Audits a failed login and returns the error to answer (the attempt was
@@ -669,9 +684,8 @@ impl Accounts {
             .parse()
             .map_err(|_| LoginError::Corrupt("uid"))?;
         // Success: the account's count is forgotten, the address's attempt given back.
-        self.store.clear_login_failures(throttle_key).await?;
         self.store
-            .refund_login_attempt(&address_throttle_key(source))
+            .settle_login_attempt(throttle_key, &address_throttle_key(source))
             .await?;
         let mut secret = Zeroizing::new([0u8; 32]);
         aws_lc_rs_fill(secret.as_mut_slice())?;

@@ -407,38 +407,44 @@ impl AccountStore for PostgresStore {
         stale_before: OffsetDateTime,
         policy: ThrottlePolicy,
     ) -> Result<Option<i64>, StoreError> {
-        let max_lock_us = i64::try_from(policy.max_lock.whole_microseconds()).unwrap_or(i64::MAX);
-        sqlx::query_scalar(
-            "INSERT INTO login_throttle (key, failures, last_failure_us, locked_until_us)
-             VALUES ($1, 1, $2, CASE WHEN 1 > $4 THEN $2 + LEAST($5, 1000000) ELSE 0 END)
-             ON CONFLICT (key) DO UPDATE SET
-                 failures = (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END),
-                 last_failure_us = $2,
-                 locked_until_us = CASE WHEN (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END) > $4
-                     THEN $2 + LEAST($5, (1::bigint << LEAST(20, (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END) - $4 - 1)::integer) * 1000000)
-                     ELSE login_throttle.locked_until_us END
-             WHERE login_throttle.locked_until_us <= $2
-             RETURNING failures",
-        )
-        .bind(key)
-        .bind(to_unix_micros(at))
-        .bind(to_unix_micros(stale_before))
-        .bind(policy.free)
-        .bind(max_lock_us)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_error)
+        reserve_on(&self.pool, key, at, stale_before, policy).await
     }
 
-    async fn refund_login_attempt(&self, key: &str) -> Result<(), StoreError> {
+    async fn reserve_login_attempts(
+        &self,
+        keys: &[(String, ThrottlePolicy)],
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        for (key, policy) in keys {
+            if reserve_on(&mut *transaction, key, at, stale_before, *policy)
+                .await?
+                .is_none()
+            {
+                // Dropping the transaction rolls back what was counted.
+                return Ok(Some(key.clone()));
+            }
+        }
+        transaction.commit().await.map_err(map_error)?;
+        Ok(None)
+    }
+
+    async fn settle_login_attempt(&self, clear: &str, refund: &str) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+            .bind(clear)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
         sqlx::query(
             "UPDATE login_throttle SET failures = GREATEST(failures - 1, 0) WHERE key = $1",
         )
-        .bind(key)
-        .execute(&self.pool)
+        .bind(refund)
+        .execute(&mut *transaction)
         .await
         .map_err(map_error)?;
-        Ok(())
+        transaction.commit().await.map_err(map_error)
     }
 
     async fn login_locked_until(
@@ -469,4 +475,38 @@ impl AccountStore for PostgresStore {
             .map_err(map_error)?;
         Ok(())
     }
+}
+
+/// The conditional upsert behind `reserve_login_attempt`, on any executor.
+async fn reserve_on<'e, E>(
+    executor: E,
+    key: &str,
+    at: OffsetDateTime,
+    stale_before: OffsetDateTime,
+    policy: ThrottlePolicy,
+) -> Result<Option<i64>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let max_lock_us = i64::try_from(policy.max_lock.whole_microseconds()).unwrap_or(i64::MAX);
+    sqlx::query_scalar(
+        "INSERT INTO login_throttle (key, failures, last_failure_us, locked_until_us)
+             VALUES ($1, 1, $2, CASE WHEN 1 > $4 THEN $2 + LEAST($5, 1000000) ELSE 0 END)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END),
+                 last_failure_us = $2,
+                 locked_until_us = CASE WHEN (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END) > $4
+                     THEN $2 + LEAST($5, (1::bigint << LEAST(20, (CASE WHEN login_throttle.last_failure_us < $3 THEN 1 ELSE login_throttle.failures + 1 END) - $4 - 1)::integer) * 1000000)
+                     ELSE login_throttle.locked_until_us END
+             WHERE login_throttle.locked_until_us <= $2
+             RETURNING failures",
+    )
+    .bind(key)
+    .bind(to_unix_micros(at))
+    .bind(to_unix_micros(stale_before))
+    .bind(policy.free)
+    .bind(max_lock_us)
+    .fetch_optional(executor)
+    .await
+    .map_err(map_error)
 }

@@ -243,8 +243,18 @@ pub trait AccountStore: Send + Sync {
         policy: ThrottlePolicy,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Gives back one reserved attempt (after it succeeded).
-    async fn refund_login_attempt(&self, key: &str) -> Result<(), StoreError>;
+    /// Reserves one attempt against each of `keys` in one transaction: all
+    /// counted, or none (then the first locked key is returned).
+    async fn reserve_login_attempts(
+        &self,
+        keys: &[(String, ThrottlePolicy)],
+        at: OffsetDateTime,
+        stale_before: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// After a success, in one transaction: forgets `clear`'s attempts and
+    /// gives `refund` its attempt back.
+    async fn settle_login_attempt(&self, clear: &str, refund: &str) -> Result<(), StoreError>;
 
     /// The latest lock of any of `keys` that is still in force at `now`.
     async fn login_locked_until(

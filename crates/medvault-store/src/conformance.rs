@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             a_one_time_key_is_consumed_once,
             sessions_and_challenges_end,
             login_attempts_are_reserved_and_lock,
+            login_attempts_are_reserved_together,
             connections_are_invited_accepted_and_deleted,
             documents_are_stored_whole_and_seen_by_their_recipients,
             account_requests_advance_once,
@@ -765,7 +766,10 @@ pub async fn login_attempts_are_reserved_and_lock(store: &dyn Store) {
         at += Duration::seconds(lock);
     }
     // A refund gives one back; clearing forgets all; staleness starts over.
-    store.refund_login_attempt(&key).await.unwrap();
+    store
+        .settle_login_attempt("account:unrelated", &key)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .reserve_login_attempt(&key, at, at - Duration::hours(1), policy)
@@ -1233,5 +1237,74 @@ pub async fn issuer_keys_rotate_and_stay_published(store: &dyn Store) {
             .map(|k| k.kid),
         Some("o1".to_owned()),
         "a failed rotation retires nothing"
+    );
+}
+
+/// Several keys are reserved together or not at all; settling clears one and
+/// refunds the other in one step.
+pub async fn login_attempts_are_reserved_together(store: &dyn Store) {
+    let policy = ThrottlePolicy {
+        free: 1,
+        max_lock: Duration::seconds(5),
+    };
+    let stale = T0 - Duration::hours(1);
+    let keys = vec![
+        ("account:a".to_owned(), policy),
+        ("address:192.0.2.9".to_owned(), policy),
+    ];
+    assert_eq!(
+        store
+            .reserve_login_attempts(&keys, T0, stale)
+            .await
+            .unwrap(),
+        None
+    );
+    // The second attempt passes and locks both for 1 s.
+    assert_eq!(
+        store
+            .reserve_login_attempts(&keys, T0, stale)
+            .await
+            .unwrap(),
+        None
+    );
+    // Locked: refused, naming the key, and nothing else is counted.
+    let other = vec![
+        ("address:198.51.100.1".to_owned(), policy),
+        ("account:a".to_owned(), policy),
+    ];
+    assert_eq!(
+        store
+            .reserve_login_attempts(&other, T0, stale)
+            .await
+            .unwrap(),
+        Some("account:a".to_owned())
+    );
+    assert_eq!(
+        store
+            .reserve_login_attempt("address:198.51.100.1", T0, stale, policy)
+            .await
+            .unwrap(),
+        Some(1),
+        "the refused batch counted nothing"
+    );
+    // Settle: the account is forgotten, the address gets its attempt back.
+    store
+        .settle_login_attempt("account:a", "address:192.0.2.9")
+        .await
+        .unwrap();
+    let later = T0 + Duration::seconds(2);
+    assert_eq!(
+        store
+            .reserve_login_attempt("account:a", later, stale, policy)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .reserve_login_attempt("address:192.0.2.9", later, stale, policy)
+            .await
+            .unwrap(),
+        Some(2)
     );
 }
