@@ -167,6 +167,15 @@ pub enum DocumentsCommand {
         /// Media type of the file.
         #[arg(long, default_value = "application/octet-stream")]
         media_type: String,
+        /// Sign on this smartcard key (a session opened with the card; needs --module, --token).
+        #[arg(long, value_name = "KEY_LABEL", requires_all = ["module", "token"])]
+        smartcard: Option<String>,
+        /// PKCS#11 module path (smartcard).
+        #[arg(long)]
+        module: Option<PathBuf>,
+        /// Token label (smartcard).
+        #[arg(long)]
+        token: Option<String>,
         /// The file.
         file: PathBuf,
     },
@@ -599,13 +608,16 @@ pub async fn credentials(args: ProfileArgs, command: CredentialsCommand) -> anyh
 
 /// `medvault documents ...`
 pub async fn documents(args: ProfileArgs, command: DocumentsCommand) -> anyhow::Result<()> {
-    let context = Profiled::new(&args)?;
+    let mut context = Profiled::new(&args)?;
     let session = context.session()?;
     match command {
         DocumentsCommand::Send {
             to,
             title,
             media_type,
+            smartcard,
+            module,
+            token,
             file,
         } => {
             let recipients = to
@@ -615,9 +627,20 @@ pub async fn documents(args: ProfileArgs, command: DocumentsCommand) -> anyhow::
             let body = Zeroizing::new(
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
             );
-            let id = session
-                .send_document(&recipients, &title, &media_type, &body)
-                .await?;
+            let id = match &smartcard {
+                Some(label) => {
+                    let mut card = open_card(&mut context, module.as_deref(), token.as_deref())?;
+                    card.use_key(label)?;
+                    session
+                        .send_document_with(&card, &recipients, &title, &media_type, &body)
+                        .await?
+                }
+                None => {
+                    session
+                        .send_document(&recipients, &title, &media_type, &body)
+                        .await?
+                }
+            };
             println!("{id}");
             Ok(())
         }

@@ -465,4 +465,44 @@ async fn a_smartcard_is_enrolled_and_logs_in_from_the_command_line() {
     .await);
     let whoami = ok(&medvault(&profile, &["account", "whoami"], "").await);
     assert_eq!(field(&whoami, "uid:"), uid);
+    // A card session signs documents on the card (the PIN again, for the card).
+    let note = work.path().join("note.txt");
+    std::fs::write(&note, "signed on the card").unwrap();
+    let unsigned = medvault(
+        &profile,
+        &[
+            "documents",
+            "send",
+            "--title",
+            "Notiz",
+            note.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        unsigned.status.code(),
+        Some(1),
+        "no key in the session: {unsigned:?}"
+    );
+    let sent = ok(&medvault(
+        &profile,
+        &[
+            "documents",
+            "send",
+            "--title",
+            "Notiz",
+            "--smartcard",
+            &label,
+            "--module",
+            &module,
+            "--token",
+            "medvault-test",
+            note.to_str().unwrap(),
+        ],
+        "123456\n",
+    )
+    .await);
+    let opened = ok(&medvault(&profile, &["documents", "open", sent.trim()], "").await);
+    assert_eq!(opened, "signed on the card");
 }
