@@ -167,6 +167,12 @@ impl TestServer {
         node
     }
 
+    /// The database URL given to the server (`None`: SQLite in `data_dir`);
+    /// a PostgreSQL URL names the test's own schema.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
     /// The SDK for this server, with its participant CA pinned from the
     /// server's state (as a client configured out of band would).
     pub fn sdk(&self) -> medvault_client::Client {

@@ -4,7 +4,7 @@
 
 use medvault_client::{NewAccount, Password};
 use medvault_core::{InstitutionKind, ParticipantKind};
-use medvault_testkit::TestServer;
+use medvault_testkit::{Backend, TestServer};
 use sqlx::{Column, Connection, Row, TypeInfo};
 
 /// The patient's KVNR (a letter and nine digits, the last a check digit).
@@ -37,9 +37,12 @@ fn the_scanner_finds_kvnr_shaped_values() {
     assert!(kvnr_shaped(b"X98765432").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_table_holds_an_insurance_number() {
-    let server = TestServer::start().await;
+on_both_backends!(no_table_holds_an_insurance_number);
+
+async fn no_table_holds_an_insurance_number(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |_| {}).await else {
+        return;
+    };
     let sdk = server.sdk();
     // The KVNR goes into every input a patient controls.
     let patient = sdk
@@ -96,11 +99,31 @@ async fn no_table_holds_an_insurance_number() {
     p.logout().await.unwrap();
 
     // Scan every column of every table.
-    let path = server.data_dir.path().join("medvault.db");
-    let mut connection =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", path.display()))
-            .await
-            .unwrap();
+    let cells = match server.database_url() {
+        None => {
+            let path = server.data_dir.path().join("medvault.db");
+            scan_sqlite(&format!("sqlite://{}?mode=ro", path.display())).await
+        }
+        Some(url) => scan_postgres(url).await,
+    };
+    let mut hits = Vec::new();
+    let mut saw_plain_text = false;
+    for (place, bytes) in &cells {
+        if bytes.windows(15).any(|w| w == b"Praxis am Markt") {
+            saw_plain_text = true;
+        }
+        for hit in kvnr_shaped(bytes) {
+            hits.push(format!("{place}: {hit}"));
+        }
+    }
+    assert!(cells.len() > 50, "the scan read only {} cells", cells.len());
+    assert!(saw_plain_text, "the scan must read text columns too");
+    assert!(hits.is_empty(), "KVNR-shaped values stored: {hits:?}");
+}
+
+/// Every text and binary cell of every table, with its place.
+async fn scan_sqlite(url: &str) -> Vec<(String, Vec<u8>)> {
+    let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
     )
@@ -108,9 +131,7 @@ async fn no_table_holds_an_insurance_number() {
     .await
     .unwrap();
     assert!(tables.len() >= 10, "{tables:?}");
-    let mut cells = 0usize;
-    let mut saw_plain_text = false;
-    let mut hits = Vec::new();
+    let mut cells = Vec::new();
     for table in &tables {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM \"{table}\"")))
             .fetch_all(&mut connection)
@@ -127,18 +148,46 @@ async fn no_table_holds_an_insurance_number() {
                     _ => row.try_get::<Option<Vec<u8>>, _>(column.ordinal()).unwrap(),
                 };
                 if let Some(bytes) = bytes {
-                    cells += 1;
-                    if bytes.windows(15).any(|w| w == b"Praxis am Markt") {
-                        saw_plain_text = true;
-                    }
-                    for hit in kvnr_shaped(&bytes) {
-                        hits.push(format!("{table}.{}: {hit}", column.name()));
-                    }
+                    cells.push((format!("{table}.{}", column.name()), bytes));
                 }
             }
         }
     }
-    assert!(cells > 50, "the scan read only {cells} cells");
-    assert!(saw_plain_text, "the scan must read text columns too");
-    assert!(hits.is_empty(), "KVNR-shaped values stored: {hits:?}");
+    cells
+}
+
+/// Every text and binary cell of every table in the test's schema.
+async fn scan_postgres(url: &str) -> Vec<(String, Vec<u8>)> {
+    let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 10, "{tables:?}");
+    let mut cells = Vec::new();
+    for table in &tables {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM \"{table}\"")))
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+        for row in rows {
+            for column in row.columns() {
+                let bytes: Option<Vec<u8>> = match column.type_info().name() {
+                    "TEXT" | "VARCHAR" => row
+                        .try_get::<Option<String>, _>(column.ordinal())
+                        .unwrap()
+                        .map(String::into_bytes),
+                    "BYTEA" => row.try_get::<Option<Vec<u8>>, _>(column.ordinal()).unwrap(),
+                    _ => None,
+                };
+                if let Some(bytes) = bytes {
+                    cells.push((format!("{table}.{}", column.name()), bytes));
+                }
+            }
+        }
+    }
+    cells
 }
