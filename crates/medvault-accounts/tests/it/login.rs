@@ -152,6 +152,21 @@ async fn code_login(
     Ok((grant, material))
 }
 
+/// Logs the patient in with their SuperPIN.
+async fn superpin_login(
+    fixture: &Fixture,
+    patient: &Patient,
+) -> Result<(LoginGrant, Vec<u8>), LoginError> {
+    code_login(
+        fixture,
+        patient.uid,
+        &patient.superpin,
+        CodeKind::SuperPin,
+        0,
+    )
+    .await
+}
+
 async fn signature_login(
     fixture: &Fixture,
     patient: &Patient,
@@ -184,15 +199,7 @@ async fn every_working_credential_logs_in_and_unlocks_the_root_credential() {
     assert_eq!(grant.credential.kind, "password");
     assert_unlocks(&fixture, &patient, &grant, &export_key);
 
-    let (grant, material) = code_login(
-        &fixture,
-        patient.uid,
-        &patient.superpin,
-        CodeKind::SuperPin,
-        0,
-    )
-    .await
-    .unwrap();
+    let (grant, material) = superpin_login(&fixture, &patient).await.unwrap();
     assert_eq!(grant.credential.kind, "superpin");
     assert_unlocks(&fixture, &patient, &grant, &material);
 
@@ -292,15 +299,7 @@ async fn a_tan_works_once_even_when_two_logins_race() {
         code_login(&fixture, patient.uid, &patient.tans[0], CodeKind::Tan, 1).await,
         Err(LoginError::Failed)
     ));
-    let (grant, _) = code_login(
-        &fixture,
-        patient.uid,
-        &patient.superpin,
-        CodeKind::SuperPin,
-        0,
-    )
-    .await
-    .unwrap();
+    let (grant, _) = superpin_login(&fixture, &patient).await.unwrap();
     let list = fixture.accounts.credentials(&grant.session).await.unwrap();
     let tan = list
         .iter()
@@ -376,15 +375,7 @@ async fn failures_lock_the_account_with_growing_back_off() {
             Err(LoginError::Failed)
         ));
         // Even the right SuperPIN is refused while the lock holds.
-        match code_login(
-            &fixture,
-            patient.uid,
-            &patient.superpin,
-            CodeKind::SuperPin,
-            0,
-        )
-        .await
-        {
+        match superpin_login(&fixture, &patient).await {
             Err(LoginError::Throttled { retry_after }) => assert_eq!(retry_after, expected),
             other => panic!("expected a lock, got {other:?}"),
         }
@@ -394,28 +385,12 @@ async fn failures_lock_the_account_with_growing_back_off() {
         expected *= 2;
     }
     // After the lock, the right code works and clears the account's count.
-    code_login(
-        &fixture,
-        patient.uid,
-        &patient.superpin,
-        CodeKind::SuperPin,
-        0,
-    )
-    .await
-    .unwrap();
+    superpin_login(&fixture, &patient).await.unwrap();
     assert!(matches!(
         code_login(&fixture, patient.uid, &wrong, CodeKind::SuperPin, 0).await,
         Err(LoginError::Failed)
     ));
-    code_login(
-        &fixture,
-        patient.uid,
-        &patient.superpin,
-        CodeKind::SuperPin,
-        0,
-    )
-    .await
-    .unwrap();
+    superpin_login(&fixture, &patient).await.unwrap();
 }
 
 #[tokio::test]
@@ -437,14 +412,7 @@ async fn one_address_guessing_at_many_accounts_is_locked() {
     ));
     // The address is now locked, for every account, on every path.
     assert!(matches!(
-        code_login(
-            &fixture,
-            patient.uid,
-            &patient.superpin,
-            CodeKind::SuperPin,
-            0
-        )
-        .await,
+        superpin_login(&fixture, &patient).await,
         Err(LoginError::Throttled { .. })
     ));
     assert!(matches!(
@@ -457,15 +425,7 @@ async fn one_address_guessing_at_many_accounts_is_locked() {
 async fn sessions_end_at_logout_and_expiry() {
     let fixture = fixture().await;
     let patient = register_patient(&fixture).await;
-    let (grant, _) = code_login(
-        &fixture,
-        patient.uid,
-        &patient.superpin,
-        CodeKind::SuperPin,
-        0,
-    )
-    .await
-    .unwrap();
+    let (grant, _) = superpin_login(&fixture, &patient).await.unwrap();
     let token = grant.token.expose().to_owned();
     fixture.accounts.authenticate(&token).await.unwrap();
     fixture.accounts.logout(&token).await.unwrap();
@@ -477,15 +437,7 @@ async fn sessions_end_at_logout_and_expiry() {
         fixture.accounts.logout(&token).await,
         Err(LoginError::Unauthenticated)
     ));
-    let (grant, _) = code_login(
-        &fixture,
-        patient.uid,
-        &patient.superpin,
-        CodeKind::SuperPin,
-        0,
-    )
-    .await
-    .unwrap();
+    let (grant, _) = superpin_login(&fixture, &patient).await.unwrap();
     fixture.clock.advance(Duration::minutes(30));
     assert!(matches!(
         fixture.accounts.authenticate(grant.token.expose()).await,
@@ -508,15 +460,7 @@ async fn recovery_superpin_then_a_new_password_and_the_last_credential_stays() {
     let patient = register_patient(&fixture).await;
     // The patient forgot the password: SuperPIN login, remove the old password,
     // enrol a new one.
-    let (grant, _) = code_login(
-        &fixture,
-        patient.uid,
-        &patient.superpin,
-        CodeKind::SuperPin,
-        0,
-    )
-    .await
-    .unwrap();
+    let (grant, _) = superpin_login(&fixture, &patient).await.unwrap();
     let session = grant.session.clone();
     let list = fixture.accounts.credentials(&session).await.unwrap();
     assert_eq!(list.len(), 4);

@@ -51,6 +51,47 @@ fn field<'a>(stdout: &'a str, prefix: &str) -> &'a str {
         .trim()
 }
 
+/// Registers an institution or professional named `name` in `profile` and
+/// logs it in with its SuperPIN; returns the UID.
+async fn register_named_and_log_in(
+    profile: &Path,
+    url: &str,
+    ca: &Path,
+    kind: &str,
+    name: &str,
+) -> String {
+    let registered = ok(&medvault(
+        profile,
+        &[
+            "account",
+            "register",
+            "--server",
+            url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--kind",
+            kind,
+            "--name",
+            name,
+        ],
+        "",
+    )
+    .await);
+    let uid = field(&registered, "uid:").to_owned();
+    let superpin = field(
+        &registered,
+        "SuperPIN (write it down; it is shown only now):",
+    )
+    .to_owned();
+    ok(&medvault(
+        profile,
+        &["account", "login", "--superpin", "--uid", &uid],
+        &format!("{superpin}\n"),
+    )
+    .await);
+    uid
+}
+
 #[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -213,35 +254,9 @@ async fn a_patient_and_a_practice_use_every_command() {
 
     // A practice connects and receives a document.
     let practice = work.path().join("practice");
-    let practice_registered = ok(&medvault(
-        &practice,
-        &[
-            "account",
-            "register",
-            "--server",
-            &url,
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--kind",
-            "institution:practice",
-            "--name",
-            "Praxis Nord",
-        ],
-        "",
-    )
-    .await);
-    let practice_uid = field(&practice_registered, "uid:").to_owned();
-    let practice_pin = field(
-        &practice_registered,
-        "SuperPIN (write it down; it is shown only now):",
-    )
-    .to_owned();
-    ok(&medvault(
-        &practice,
-        &["account", "login", "--superpin", "--uid", &practice_uid],
-        &format!("{practice_pin}\n"),
-    )
-    .await);
+    let practice_uid =
+        register_named_and_log_in(&practice, &url, &ca, "institution:practice", "Praxis Nord")
+            .await;
     ok(&medvault(&patient, &["connections", "invite", &practice_uid], "").await);
     let pending = ok(&medvault(&practice, &["connections", "list"], "").await);
     assert!(
@@ -384,35 +399,9 @@ async fn a_smartcard_is_enrolled_and_logs_in_from_the_command_line() {
     let ca = work.path().join("tls-ca.pem");
     std::fs::write(&ca, &server.ca_pem).unwrap();
     let profile = work.path().join("hcp");
-    let registered = ok(&medvault(
-        &profile,
-        &[
-            "account",
-            "register",
-            "--server",
-            &server.patient_url("/"),
-            "--tls-ca",
-            ca.to_str().unwrap(),
-            "--kind",
-            "hcp",
-            "--name",
-            "Dr. Karte",
-        ],
-        "",
-    )
-    .await);
-    let uid = field(&registered, "uid:").to_owned();
-    let superpin = field(
-        &registered,
-        "SuperPIN (write it down; it is shown only now):",
-    )
-    .to_owned();
-    ok(&medvault(
-        &profile,
-        &["account", "login", "--superpin", "--uid", &uid],
-        &format!("{superpin}\n"),
-    )
-    .await);
+    let uid =
+        register_named_and_log_in(&profile, &server.patient_url("/"), &ca, "hcp", "Dr. Karte")
+            .await;
     let label = format!("cli-{uid}");
     let added = ok(&medvault(
         &profile,
