@@ -26,7 +26,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, Outcome};
-use medvault_core::{Clock, Email, Uid, WorkingCredentialKind};
+use medvault_core::{Assurance, Clock, Email, Uid, WorkingCredentialKind};
 use medvault_crypto::password::{self, OpaqueServerSetup, PasswordFile, ServerLoginState};
 use medvault_crypto::{ParticipantCa, login_challenge, proof_matches, verify_challenge};
 use medvault_store::{
@@ -96,6 +96,10 @@ pub struct Session {
     pub credential_id: String,
     /// Until when.
     pub expires_at: OffsetDateTime,
+    /// Its identity assurance.
+    pub assurance: Assurance,
+    /// The Patient Credential presented, for an IAL2 session.
+    pub patient_credential_id: Option<String>,
 }
 
 /// What a successful login returns.
@@ -173,6 +177,10 @@ pub enum CredentialError {
     /// It is the last credential.
     #[error("the last working credential cannot be removed")]
     LastCredential,
+    /// The participant holds a Patient Credential, and this needs a session
+    /// in which it was presented (IAL2).
+    #[error("this needs an IAL2 session: present your Patient Credential first")]
+    NeedsIal2,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -425,7 +433,76 @@ impl Accounts {
                 .map_err(|_| LoginError::Corrupt("session uid"))?,
             credential_id: row.credential_id,
             expires_at: row.expires_at,
+            assurance: Assurance::parse(&row.assurance)
+                .ok_or(LoginError::Corrupt("session assurance"))?,
+            patient_credential_id: row.patient_credential_id,
         })
+    }
+
+    /// Replaces the session of `token` by one at IAL2 resting on the Patient
+    /// Credential `patient_credential_id` (which the caller verified, with a
+    /// presentation signed over the nonce that hashes to `nonce_hash`). The
+    /// nonce is taken, the old session ended and the new one stored in one
+    /// transaction; the new session keeps the old one's working credential
+    /// and expiry (presenting a credential does not extend a session).
+    /// `Challenge` if the nonce is unknown, used, expired or someone else's.
+    pub async fn open_ial2_session(
+        &self,
+        token: &str,
+        nonce_hash: &[u8],
+        patient_credential_id: &str,
+    ) -> Result<(SessionToken, Session), LoginError> {
+        let session = self.authenticate(token).await?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        aws_lc_rs_fill(secret.as_mut_slice())?;
+        let new_token = Zeroizing::new(format!(
+            "{SESSION_TOKEN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(secret.as_slice())
+        ));
+        let now = self.clock.now();
+        let opened = self
+            .store
+            .open_presented_session(
+                nonce_hash,
+                &token_hash(token),
+                &SessionRowV1 {
+                    token_hash: token_hash(&new_token),
+                    uid: session.uid.to_string(),
+                    credential_id: session.credential_id.clone(),
+                    created_at: now,
+                    expires_at: session.expires_at,
+                    assurance: Assurance::Ial2.as_str().to_owned(),
+                    patient_credential_id: Some(patient_credential_id.to_owned()),
+                },
+                now,
+            )
+            .await?;
+        if !opened {
+            return Err(LoginError::Challenge);
+        }
+        let detail = AuditDetail::new()
+            .with("pc_id", patient_credential_id)
+            .and_then(|detail| detail.with("wc_id", session.credential_id.as_str()))
+            .map_err(|error| LoginError::Audit(error.to_string()))?;
+        self.audit_event(
+            AuditEvent::new(
+                session.uid.to_string(),
+                session.uid.to_string(),
+                "session.ial2",
+                Outcome::Success,
+            )
+            .with_detail(detail),
+        )
+        .await
+        .map_err(LoginError::Audit)?;
+        Ok((
+            SessionToken(new_token),
+            Session {
+                assurance: Assurance::Ial2,
+                patient_credential_id: Some(patient_credential_id.to_owned()),
+                ..session
+            },
+        ))
     }
 
     /// Ends the session of `token`.
@@ -442,13 +519,15 @@ impl Accounts {
         .map_err(LoginError::Audit)
     }
 
-    /// Deletes expired sessions and challenges and forgotten throttle rows;
-    /// returns how many rows went.
+    /// Deletes expired sessions, challenges, presentation nonces and request
+    /// replay entries and forgotten throttle rows; returns how many rows went.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
-        self.store
+        let logins = self
+            .store
             .purge_expired_logins(now, now - self.policy.failure_memory)
-            .await
+            .await?;
+        Ok(logins + self.store.purge_expired_presentation_state(now).await?)
     }
 
     // ---- credential management --------------------------------------------
@@ -523,12 +602,31 @@ impl Accounts {
         Ok(rows.credential)
     }
 
+    /// Refuses a session below IAL2 of a participant who holds an active
+    /// Patient Credential: such a participant has shown that they can reach
+    /// IAL2, so the weighty steps (removing a credential, exporting all data)
+    /// ask for it.
+    pub async fn require_ial2_if_proofed(&self, session: &Session) -> Result<(), CredentialError> {
+        if session.assurance >= Assurance::Ial2 {
+            return Ok(());
+        }
+        if self
+            .store
+            .holds_patient_credential(&session.uid.to_string(), self.clock.now())
+            .await?
+        {
+            return Err(CredentialError::NeedsIal2);
+        }
+        Ok(())
+    }
+
     /// Removes one of the session owner's credentials (never the last).
     pub async fn remove_credential(
         &self,
         session: &Session,
         credential_id: &str,
     ) -> Result<(), CredentialError> {
+        self.require_ial2_if_proofed(session).await?;
         let outcome = self
             .store
             .remove_working_credential(&session.uid.to_string(), credential_id, self.clock.now())
@@ -702,6 +800,8 @@ impl Accounts {
                 credential_id: credential.id.clone(),
                 created_at: now,
                 expires_at,
+                assurance: Assurance::Ial1.as_str().to_owned(),
+                patient_credential_id: None,
             })
             .await?;
         let detail = AuditDetail::new()
@@ -725,6 +825,8 @@ impl Accounts {
                 uid,
                 credential_id: credential.id.clone(),
                 expires_at,
+                assurance: Assurance::Ial1,
+                patient_credential_id: None,
             },
             credential,
             key,

@@ -13,6 +13,7 @@
 
 mod documents;
 mod enrol;
+mod patient_credential;
 mod session;
 pub mod smartcard;
 
@@ -31,6 +32,9 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 pub use documents::{DocumentInfo, OpenedDocument};
+pub use patient_credential::{
+    CheckedCredential, USER_AGENT_ID, credential_request, device_did, presentation,
+};
 pub use session::{CredentialSigner, Session, SessionState, VerifiedEntry};
 
 /// What went wrong, named for what the caller does next.
@@ -209,6 +213,13 @@ impl Client {
         token: &str,
     ) -> Result<R, ClientError> {
         decode(send(self.http.get(self.url(path)?).bearer_auth(token)).await?).await
+    }
+
+    pub(crate) async fn get_public<R: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<R, ClientError> {
+        decode(send(self.http.get(self.url(path)?)).await?).await
     }
 
     pub(crate) async fn delete(&self, path: &str, token: &str) -> Result<(), ClientError> {

@@ -84,6 +84,11 @@ impl Session {
         self.signing_key = Some(key);
     }
 
+    pub(crate) fn replace_token(&mut self, token: String, expires_at: String) {
+        self.token = Zeroizing::new(token);
+        self.expires_at = expires_at;
+    }
+
     /// Who is logged in.
     pub fn uid(&self) -> Uid {
         self.uid

@@ -144,3 +144,36 @@ mod tests {
         }
     }
 }
+
+/// The identity assurance of a session (NIST SP 800-63A levels).
+///
+/// A working credential alone gives [`Assurance::Ial1`]: it proves the same
+/// person as at registration, not who they are. Presenting a Patient
+/// Credential (issued after identity proofing at IAL2) lifts a session to
+/// [`Assurance::Ial2`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Assurance {
+    /// Self-asserted identity.
+    Ial1,
+    /// Identity proofed at IAL2 (a Patient Credential was presented).
+    Ial2,
+}
+
+impl Assurance {
+    /// The stored and wire spelling (`IAL1`, `IAL2`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ial1 => "IAL1",
+            Self::Ial2 => "IAL2",
+        }
+    }
+
+    /// Reads [`Self::as_str`]'s spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "IAL1" => Some(Self::Ial1),
+            "IAL2" => Some(Self::Ial2),
+            _ => None,
+        }
+    }
+}

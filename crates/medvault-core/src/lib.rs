@@ -11,6 +11,6 @@ pub mod fingerprint;
 pub mod participant;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use credential::{Email, InvalidEmail, WorkingCredentialKind};
+pub use credential::{Assurance, Email, InvalidEmail, WorkingCredentialKind};
 pub use fingerprint::CertificateFingerprint;
 pub use participant::{DisplayName, InstitutionKind, ParticipantKind, Uid};

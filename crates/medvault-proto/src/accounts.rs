@@ -247,6 +247,8 @@ pub struct SessionView {
     pub credential_id: String,
     /// Until when (RFC 3339).
     pub expires_at: String,
+    /// `IAL1`, or `IAL2` after a Patient Credential was presented.
+    pub assurance: String,
 }
 
 /// `GET /api/v1/participants/{uid}`: a directory entry.

@@ -61,6 +61,12 @@ pub struct AppState {
     pub proofing: medvault_credential::IdentityProofing,
     /// Institutions' credential issuer keys.
     pub issuer_keys: medvault_credential::IssuerKeys,
+    /// Issuance, status and status lists of Patient Credentials.
+    pub issuer: medvault_credential::CredentialIssuer,
+    /// The Patient Credential verifier.
+    pub verifier: medvault_credential::CredentialVerifier,
+    /// IAL2 logins by presentation.
+    pub presentations: medvault_credential::PresentationLogin,
 }
 
 /// A token bucket over audit entries for refused requests.

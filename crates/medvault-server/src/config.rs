@@ -70,6 +70,16 @@ pub struct RawConfig {
     pub audit_denied_per_second: Option<u32>,
     /// Log format: `text` or `json`.
     pub log_format: Option<String>,
+    /// The `client_id`s of user agents trusted to request Patient Credentials.
+    pub credential_trusted_clients: Option<Vec<String>>,
+    /// The `aud` of Patient Credentials (default: this server's `did:web`).
+    pub credential_audience: Option<String>,
+    /// How long a Patient Credential is valid, in days.
+    pub credential_lifetime_days: Option<u64>,
+    /// The longest `exp - iat` of a credential request, in seconds.
+    pub credential_request_lifetime_secs: Option<u64>,
+    /// Clock difference allowed on credential requests, credentials and presentations.
+    pub credential_clock_skew_secs: Option<u64>,
 }
 
 impl RawConfig {
@@ -116,6 +126,19 @@ impl RawConfig {
             max_connections: self.max_connections.or(lower.max_connections),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             log_format: self.log_format.or(lower.log_format),
+            credential_trusted_clients: self
+                .credential_trusted_clients
+                .or(lower.credential_trusted_clients),
+            credential_audience: self.credential_audience.or(lower.credential_audience),
+            credential_lifetime_days: self
+                .credential_lifetime_days
+                .or(lower.credential_lifetime_days),
+            credential_request_lifetime_secs: self
+                .credential_request_lifetime_secs
+                .or(lower.credential_request_lifetime_secs),
+            credential_clock_skew_secs: self
+                .credential_clock_skew_secs
+                .or(lower.credential_clock_skew_secs),
         }
     }
 }
@@ -224,7 +247,21 @@ pub struct Config {
     pub audit_denied_per_second: u32,
     /// Log format.
     pub log_format: LogFormat,
+    /// User agents trusted to request Patient Credentials (default: `medvault-cli`).
+    pub credential_trusted_clients: Vec<String>,
+    /// The `aud` of Patient Credentials; `None`: this server's `did:web`.
+    pub credential_audience: Option<String>,
+    /// How long a Patient Credential is valid (default 365 days).
+    pub credential_lifetime: Duration,
+    /// The longest `exp - iat` of a credential request (default 300 s).
+    pub credential_request_lifetime: Duration,
+    /// Clock difference allowed on credential requests, credentials and
+    /// presentations (default 60 s).
+    pub credential_clock_skew: Duration,
 }
+
+/// The `client_id` of medvault's own user agent (SDK and CLI).
+pub const DEFAULT_TRUSTED_CLIENT: &str = "medvault-cli";
 
 /// The largest body limit an operator may configure.
 const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
@@ -462,7 +499,51 @@ impl Config {
                 ));
             }
         };
+        let credential_trusted_clients = raw
+            .credential_trusted_clients
+            .unwrap_or_else(|| vec![DEFAULT_TRUSTED_CLIENT.to_owned()]);
+        if credential_trusted_clients
+            .iter()
+            .any(|id| id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+        {
+            return Err(ConfigError::new(
+                "credential_trusted_clients",
+                "each must be 1 to 128 characters without control characters",
+            ));
+        }
+        if let Some(audience) = &raw.credential_audience
+            && (audience.is_empty()
+                || audience.len() > 512
+                || audience.chars().any(char::is_control))
+        {
+            return Err(ConfigError::new(
+                "credential_audience",
+                "must be 1 to 512 characters without control characters",
+            ));
+        }
+        let credential_lifetime_days = raw.credential_lifetime_days.unwrap_or(365);
+        if !(1..=1826).contains(&credential_lifetime_days) {
+            return Err(ConfigError::new(
+                "credential_lifetime_days",
+                "must be between 1 and 1826",
+            ));
+        }
         Ok(Self {
+            credential_trusted_clients,
+            credential_audience: raw.credential_audience,
+            credential_lifetime: Duration::from_secs(credential_lifetime_days * 86_400),
+            credential_request_lifetime: seconds(
+                "credential_request_lifetime_secs",
+                raw.credential_request_lifetime_secs,
+                300,
+                30..=3600,
+            )?,
+            credential_clock_skew: seconds(
+                "credential_clock_skew_secs",
+                raw.credential_clock_skew_secs,
+                60,
+                0..=300,
+            )?,
             data_dir,
             listen,
             hddt_listen,

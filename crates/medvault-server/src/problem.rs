@@ -43,6 +43,12 @@ impl Problem {
         }
     }
 
+    /// Names the problem type (a URN a client can match on).
+    pub fn with_type(mut self, problem_type: &'static str) -> Self {
+        self.problem_type = problem_type;
+        self
+    }
+
     /// Adds a detail.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());

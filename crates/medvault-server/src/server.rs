@@ -40,6 +40,9 @@ pub enum StartError {
         /// What went wrong.
         reason: String,
     },
+    /// A setting cannot be used (checked beyond the configuration's own checks).
+    #[error("setting: {0}")]
+    Setting(&'static str),
     /// The database cannot be opened, reached or migrated.
     #[error("database: {0}")]
     Database(#[from] StoreError),
@@ -194,7 +197,72 @@ pub async fn start_with_routes(
         public_key: pinned.public_key().to_vec().into(),
         certificate: ca_certificate.into(),
     });
+    let names = medvault_credential::DidWeb::new(&config.public_base_url).ok_or(
+        StartError::Setting("public_base_url has no host to name a did:web"),
+    )?;
+    let audience = config
+        .credential_audience
+        .clone()
+        .unwrap_or_else(|| names.server().to_owned());
+    let skew = time::Duration::try_from(config.credential_clock_skew)
+        .unwrap_or(time::Duration::minutes(1));
+    let accounts = Accounts::new(
+        store.clone(),
+        clock.clone(),
+        audit.clone(),
+        ca.clone(),
+        opaque,
+        LoginPolicy {
+            session_lifetime: time::Duration::try_from(config.session_lifetime)
+                .unwrap_or(time::Duration::minutes(30)),
+            ..LoginPolicy::default()
+        },
+    );
+    let issuer_keys =
+        medvault_credential::IssuerKeys::new(store.clone(), clock.clone(), issuer_secret).map_err(
+            |error| StartError::Key {
+                name: "credential issuer secret",
+                path: keys.join("issuer-kek.bin"),
+                reason: error.to_string(),
+            },
+        )?;
+    let verifier = medvault_credential::CredentialVerifier::new(
+        store.clone(),
+        clock.clone(),
+        names.clone(),
+        audience.clone(),
+        skew,
+    );
+    let issuer = medvault_credential::CredentialIssuer::new(
+        store.clone(),
+        clock.clone(),
+        audit.clone(),
+        issuer_keys.clone(),
+        names,
+        medvault_credential::IssuancePolicy {
+            request: medvault_credential::RequestPolicy {
+                trusted_clients: config.credential_trusted_clients.clone(),
+                max_lifetime: time::Duration::try_from(config.credential_request_lifetime)
+                    .unwrap_or(time::Duration::minutes(5)),
+                clock_skew: skew,
+            },
+            audience,
+            lifetime: time::Duration::try_from(config.credential_lifetime)
+                .unwrap_or(time::Duration::days(365)),
+            status_list_lifetime: time::Duration::minutes(5),
+        },
+    );
+    let presentations = medvault_credential::PresentationLogin::new(
+        store.clone(),
+        clock.clone(),
+        accounts.clone(),
+        verifier.clone(),
+        time::Duration::minutes(2),
+    );
     let state = AppState {
+        issuer,
+        verifier,
+        presentations,
         config: config.clone(),
         store: store.clone(),
         audit: audit.clone(),
@@ -205,29 +273,9 @@ pub async fn start_with_routes(
             clock.now(),
         )),
         directory: Directory::new(store.clone(), clock.clone(), audit.clone(), ca.clone()),
-        accounts: Accounts::new(
-            store.clone(),
-            clock.clone(),
-            audit.clone(),
-            ca,
-            opaque,
-            LoginPolicy {
-                session_lifetime: time::Duration::try_from(config.session_lifetime)
-                    .unwrap_or(time::Duration::minutes(30)),
-                ..LoginPolicy::default()
-            },
-        ),
+        accounts,
         ca_info,
-        issuer_keys: medvault_credential::IssuerKeys::new(
-            store.clone(),
-            clock.clone(),
-            issuer_secret,
-        )
-        .map_err(|error| StartError::Key {
-            name: "credential issuer secret",
-            path: keys.join("issuer-kek.bin"),
-            reason: error.to_string(),
-        })?,
+        issuer_keys,
         proofing: medvault_credential::IdentityProofing::new(
             store.clone(),
             clock.clone(),

@@ -51,6 +51,8 @@ fn session(row: &PgRow) -> Result<SessionRowV1, StoreError> {
         credential_id: row.try_get("credential_id").map_err(map_error)?,
         created_at: from_unix_micros(row.try_get("created_at_us").map_err(map_error)?)?,
         expires_at: from_unix_micros(row.try_get("expires_at_us").map_err(map_error)?)?,
+        assurance: row.try_get("assurance").map_err(map_error)?,
+        patient_credential_id: row.try_get("patient_credential_id").map_err(map_error)?,
     })
 }
 
@@ -278,18 +280,7 @@ impl AccountStore for PostgresStore {
     }
 
     async fn insert_session(&self, session: &SessionRowV1) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, format, uid, credential_id, created_at_us, expires_at_us) VALUES ($1, 1, $2, $3, $4, $5)",
-        )
-        .bind(&session.token_hash)
-        .bind(&session.uid)
-        .bind(&session.credential_id)
-        .bind(to_unix_micros(session.created_at))
-        .bind(to_unix_micros(session.expires_at))
-        .execute(&self.pool)
-        .await
-        .map_err(conflict("session"))?;
-        Ok(())
+        insert_session(&self.pool, session).await
     }
 
     async fn session(
@@ -298,9 +289,12 @@ impl AccountStore for PostgresStore {
         now: OffsetDateTime,
     ) -> Result<Option<SessionRowV1>, StoreError> {
         let row = sqlx::query(
-            "SELECT s.token_hash, s.uid, s.credential_id, s.created_at_us, s.expires_at_us
+            "SELECT s.token_hash, s.uid, s.credential_id, s.created_at_us, s.expires_at_us,
+                    s.assurance, s.patient_credential_id
              FROM sessions s JOIN working_credentials w ON w.id = s.credential_id
-             WHERE s.token_hash = $1 AND s.expires_at_us > $2 AND w.removed_at_us IS NULL",
+             LEFT JOIN patient_credentials p ON p.id = s.patient_credential_id
+             WHERE s.token_hash = $1 AND s.expires_at_us > $2 AND w.removed_at_us IS NULL
+               AND (s.patient_credential_id IS NULL OR (p.status = 'active' AND p.expires_at_us > $2))",
         )
         .bind(token_hash)
         .bind(to_unix_micros(now))
@@ -509,4 +503,29 @@ where
     .fetch_optional(executor)
     .await
     .map_err(map_error)
+}
+
+/// Stores a session row (on the pool, or inside a caller's transaction).
+pub(crate) async fn insert_session<'e, E>(
+    executor: E,
+    session: &SessionRowV1,
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, format, uid, credential_id, created_at_us, expires_at_us, assurance, patient_credential_id)
+         VALUES ($1, 1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&session.token_hash)
+    .bind(&session.uid)
+    .bind(&session.credential_id)
+    .bind(to_unix_micros(session.created_at))
+    .bind(to_unix_micros(session.expires_at))
+    .bind(&session.assurance)
+    .bind(&session.patient_credential_id)
+    .execute(executor)
+    .await
+    .map_err(conflict("session"))?;
+    Ok(())
 }

@@ -15,6 +15,7 @@ mod account_requests;
 mod accounts;
 mod documents;
 mod issuer_keys;
+mod patient_credentials;
 mod proofing;
 
 use std::str::FromStr;
@@ -72,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 8,
         description: "credential issuer keys",
         sql: include_str!("../migrations/0008_issuer_keys.sql"),
+    },
+    Migration {
+        version: 9,
+        description: "patient credentials, presentation nonces, session assurance",
+        sql: include_str!("../migrations/0009_patient_credentials.sql"),
     },
 ];
 

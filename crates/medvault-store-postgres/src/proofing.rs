@@ -5,6 +5,7 @@ use medvault_store::{
     CredentialCodeRowV1, ProofingRowV1, ProofingStore, StoreError, from_unix_micros, to_unix_micros,
 };
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 
 use crate::{PostgresStore, map_error};
@@ -76,16 +77,7 @@ impl ProofingStore for PostgresStore {
         .fetch_one(&self.pool)
         .await
         .map_err(map_error)?;
-        Ok(Some(ProofingRowV1 {
-            id: row.try_get("id").map_err(map_error)?,
-            institution_uid: row.try_get("institution_uid").map_err(map_error)?,
-            patient_uid: row.try_get("patient_uid").map_err(map_error)?,
-            assurance: row.try_get("assurance").map_err(map_error)?,
-            method: row.try_get("method").map_err(map_error)?,
-            evidence_type: row.try_get("evidence_type").map_err(map_error)?,
-            proofed_by: row.try_get("proofed_by").map_err(map_error)?,
-            proofed_at: from_unix_micros(row.try_get("proofed_at_us").map_err(map_error)?)?,
-        }))
+        proofing(&row).map(Some)
     }
 
     async fn record_jti(
@@ -108,4 +100,18 @@ impl ProofingStore for PostgresStore {
         .map_err(map_error)?;
         Ok(result.rows_affected() == 1)
     }
+}
+
+/// Reads an `identity_proofings` row.
+pub(crate) fn proofing(row: &PgRow) -> Result<ProofingRowV1, StoreError> {
+    Ok(ProofingRowV1 {
+        id: row.try_get("id").map_err(map_error)?,
+        institution_uid: row.try_get("institution_uid").map_err(map_error)?,
+        patient_uid: row.try_get("patient_uid").map_err(map_error)?,
+        assurance: row.try_get("assurance").map_err(map_error)?,
+        method: row.try_get("method").map_err(map_error)?,
+        evidence_type: row.try_get("evidence_type").map_err(map_error)?,
+        proofed_by: row.try_get("proofed_by").map_err(map_error)?,
+        proofed_at: from_unix_micros(row.try_get("proofed_at_us").map_err(map_error)?)?,
+    })
 }

@@ -12,6 +12,7 @@ mod account_requests;
 mod accounts;
 mod documents;
 mod issuer_keys;
+mod patient_credentials;
 mod proofing;
 
 use std::path::Path;
@@ -71,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 8,
         description: "credential issuer keys",
         sql: include_str!("../migrations/0008_issuer_keys.sql"),
+    },
+    Migration {
+        version: 9,
+        description: "patient credentials, presentation nonces, session assurance",
+        sql: include_str!("../migrations/0009_patient_credentials.sql"),
     },
 ];
 

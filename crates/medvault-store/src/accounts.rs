@@ -94,6 +94,12 @@ pub struct SessionRowV1 {
     pub created_at: OffsetDateTime,
     /// When it ends.
     pub expires_at: OffsetDateTime,
+    /// The identity assurance: `IAL1` (a working credential alone) or `IAL2`
+    /// (a Patient Credential was presented as well).
+    pub assurance: String,
+    /// The Patient Credential presented, for an `IAL2` session; the session
+    /// ends when that credential is revoked, suspended or expires.
+    pub patient_credential_id: Option<String>,
 }
 
 /// A pending step of a two-message login (format 1).

@@ -27,7 +27,10 @@ use crate::{
     RemoveCredentialOutcome, SessionRowV1, Store, StoreError, ThrottlePolicy,
     WorkingCredentialRowV1,
 };
-use crate::{CredentialCodeRowV1, DocumentInsert, IssuerKeyRowV1, ProofingRowV1};
+use crate::{
+    CredentialCodeRowV1, CredentialIssue, DocumentInsert, IssuerKeyRowV1, PatientCredentialRowV1,
+    ProofingRowV1,
+};
 
 /// A fresh, empty store plus whatever keeps its database alive (a temporary
 /// directory, a schema that is dropped at the end).
@@ -65,6 +68,7 @@ macro_rules! store_conformance_tests {
             account_requests_advance_once,
             proofing_codes_and_jtis_are_single_use,
             issuer_keys_rotate_and_stay_published,
+            patient_credentials_issue_once_and_revoke_for_good,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -561,6 +565,8 @@ pub async fn the_last_credential_cannot_be_removed(store: &dyn Store) {
         credential_id: "wc-1".to_owned(),
         created_at: T0,
         expires_at: T0 + Duration::minutes(30),
+        assurance: "IAL1".to_owned(),
+        patient_credential_id: None,
     };
     store.insert_session(&session).await.unwrap();
 
@@ -645,6 +651,8 @@ pub async fn sessions_and_challenges_end(store: &dyn Store) {
         credential_id: "wc-2".to_owned(),
         created_at: T0,
         expires_at: T0 + Duration::minutes(30),
+        assurance: "IAL1".to_owned(),
+        patient_credential_id: None,
     };
     store.insert_session(&session).await.unwrap();
     assert_eq!(
@@ -1306,5 +1314,308 @@ pub async fn login_attempts_are_reserved_together(store: &dyn Store) {
             .await
             .unwrap(),
         Some(2)
+    );
+}
+
+/// Issuance uses the code, records the `jti` and stores the credential all
+/// together or not at all; status indexes are unique per institution;
+/// revocation is final and ends the IAL2 sessions of the credential; a
+/// presentation nonce opens one session, once.
+pub async fn patient_credentials_issue_once_and_revoke_for_good(store: &dyn Store) {
+    let [institution, patient, other] = three_participants(store).await;
+    let proofing = |id: &str| ProofingRowV1 {
+        id: id.to_owned(),
+        institution_uid: institution.clone(),
+        patient_uid: patient.clone(),
+        assurance: "IAL2".to_owned(),
+        method: "in-person".to_owned(),
+        evidence_type: "id-card".to_owned(),
+        proofed_by: institution.clone(),
+        proofed_at: T0,
+    };
+    let code = |hash: u8, proofing_id: &str| CredentialCodeRowV1 {
+        code_hash: vec![hash; 32],
+        proofing_id: proofing_id.to_owned(),
+        patient_uid: patient.clone(),
+        expires_at: T0 + Duration::minutes(10),
+    };
+    for (hash, id) in [(1, "p-1"), (2, "p-2"), (3, "p-3")] {
+        store
+            .insert_proofing(&proofing(id), &code(hash, id))
+            .await
+            .unwrap();
+    }
+    store
+        .rotate_issuer_key(
+            &IssuerKeyRowV1 {
+                kid: "k1".to_owned(),
+                institution_uid: institution.clone(),
+                public_jwk: "{}".to_owned(),
+                wrapped_private_key: vec![7; 150],
+                created_at: T0,
+                retired_at: None,
+                publish_until: T0,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let credential = |id: &str, proofing_id: &str, jti: &str, index: i64| PatientCredentialRowV1 {
+        id: id.to_owned(),
+        institution_uid: institution.clone(),
+        patient_uid: patient.clone(),
+        proofing_id: proofing_id.to_owned(),
+        subject: "did:key:zDn".to_owned(),
+        jti: jti.to_owned(),
+        kid: "k1".to_owned(),
+        status_index: index,
+        key_protection: "software".to_owned(),
+        client_id: "ua".to_owned(),
+        issued_at: T0,
+        expires_at: T0 + Duration::days(365),
+        status: "active".to_owned(),
+        status_changed_at: None,
+    };
+    let jti_until = T0 + Duration::minutes(6);
+
+    assert_eq!(
+        store
+            .peek_credential_code(&[1; 32], &patient, T0)
+            .await
+            .unwrap(),
+        Some(proofing("p-1"))
+    );
+    assert_eq!(
+        store
+            .peek_credential_code(&[1; 32], &other, T0)
+            .await
+            .unwrap(),
+        None
+    );
+    // A code of another proofing, or of another patient, issues nothing.
+    let wrong_proofing = credential("c-x", "p-2", "jti-x", 5);
+    assert_eq!(
+        store
+            .issue_patient_credential(&[1; 32], &wrong_proofing, jti_until, T0)
+            .await
+            .unwrap(),
+        CredentialIssue::CodeRefused
+    );
+    assert!(
+        store.record_jti("jti-x", jti_until, T0).await.unwrap(),
+        "no jti recorded"
+    );
+
+    // Two racing issuances of one code: one wins.
+    let first = credential("c-1", "p-1", "jti-1", 7);
+    let twin = credential("c-1b", "p-1", "jti-1b", 8);
+    let (a, b) = futures::join!(
+        store.issue_patient_credential(&[1; 32], &first, jti_until, T0),
+        store.issue_patient_credential(&[1; 32], &twin, jti_until, T0),
+    );
+    let mut outcomes = vec![a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|outcome| format!("{outcome:?}"));
+    assert_eq!(
+        outcomes,
+        vec![CredentialIssue::CodeRefused, CredentialIssue::Issued]
+    );
+    let winner = store
+        .patient_credential_at(&institution, 7)
+        .await
+        .unwrap()
+        .or(store.patient_credential_at(&institution, 8).await.unwrap())
+        .unwrap();
+    assert!(winner == first || winner == twin);
+
+    // A replayed jti, or a taken index, leaves the code unused.
+    let replay = credential("c-2", "p-2", &winner.jti, 9);
+    assert_eq!(
+        store
+            .issue_patient_credential(&[2; 32], &replay, jti_until, T0)
+            .await
+            .unwrap(),
+        CredentialIssue::Replay
+    );
+    let clash = credential("c-2", "p-2", "jti-2", winner.status_index);
+    assert_eq!(
+        store
+            .issue_patient_credential(&[2; 32], &clash, jti_until, T0)
+            .await
+            .unwrap(),
+        CredentialIssue::IndexTaken
+    );
+    assert!(
+        store.record_jti("jti-2", jti_until, T0).await.unwrap(),
+        "rolled back"
+    );
+    let second = credential("c-2", "p-2", "jti-2b", 10);
+    assert_eq!(
+        store
+            .issue_patient_credential(&[2; 32], &second, jti_until, T0)
+            .await
+            .unwrap(),
+        CredentialIssue::Issued
+    );
+    assert_eq!(
+        store
+            .patient_credentials(Some(&patient), None)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .patient_credentials(None, Some(&institution))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .patient_credentials(Some(&other), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.holds_patient_credential(&patient, T0).await.unwrap());
+    assert!(!store.holds_patient_credential(&other, T0).await.unwrap());
+
+    // An IAL2 session: the nonce is bound to its account and taken once.
+    let session = SessionRowV1 {
+        token_hash: vec![9; 32],
+        uid: patient.clone(),
+        credential_id: "wc-1".to_owned(),
+        created_at: T0,
+        expires_at: T0 + Duration::minutes(30),
+        assurance: "IAL1".to_owned(),
+        patient_credential_id: None,
+    };
+    store.insert_session(&session).await.unwrap();
+    let elevated = SessionRowV1 {
+        token_hash: vec![10; 32],
+        assurance: "IAL2".to_owned(),
+        patient_credential_id: Some("c-2".to_owned()),
+        ..session.clone()
+    };
+    store
+        .insert_presentation_nonce(&[4; 32], &other, T0 + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .open_presented_session(&[4; 32], &[9; 32], &elevated, T0)
+            .await
+            .unwrap(),
+        "someone else's nonce"
+    );
+    store
+        .insert_presentation_nonce(&[5; 32], &patient, T0 + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .open_presented_session(&[5; 32], &[9; 32], &elevated, T0 + Duration::minutes(2))
+            .await
+            .unwrap(),
+        "expired nonce"
+    );
+    store
+        .insert_presentation_nonce(&[6; 32], &patient, T0 + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .open_presented_session(&[6; 32], &[9; 32], &elevated, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.session(&[9; 32], T0).await.unwrap(), None, "replaced");
+    assert_eq!(
+        store.session(&[10; 32], T0).await.unwrap(),
+        Some(elevated.clone())
+    );
+    assert!(
+        !store
+            .open_presented_session(&[6; 32], &[10; 32], &elevated, T0)
+            .await
+            .unwrap(),
+        "a nonce works once"
+    );
+
+    // Suspension is reversible, revocation final; either ends the IAL2 session.
+    let later = T0 + Duration::minutes(1);
+    assert!(
+        store
+            .set_patient_credential_status("c-2", &institution, "suspended", later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.session(&[10; 32], later).await.unwrap(), None);
+    assert_eq!(
+        store
+            .patient_credential_indexes(&institution, "suspended", later)
+            .await
+            .unwrap(),
+        vec![10]
+    );
+    assert!(
+        !store
+            .set_patient_credential_status("c-2", &other, "active", later)
+            .await
+            .unwrap(),
+        "only its issuer"
+    );
+    assert!(
+        store
+            .set_patient_credential_status("c-2", &institution, "active", later)
+            .await
+            .unwrap()
+    );
+    assert!(store.session(&[10; 32], later).await.unwrap().is_some());
+    assert!(
+        store
+            .set_patient_credential_status("c-2", &institution, "revoked", later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_patient_credential_status("c-2", &institution, "active", later)
+            .await
+            .unwrap(),
+        "revocation is final"
+    );
+    assert_eq!(
+        store
+            .patient_credential_indexes(&institution, "revoked", later)
+            .await
+            .unwrap(),
+        vec![10]
+    );
+    assert_eq!(
+        store
+            .patient_credential("c-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "revoked"
+    );
+    assert_eq!(store.session(&[10; 32], later).await.unwrap(), None);
+    // The other credential still counts.
+    assert!(
+        store
+            .holds_patient_credential(&patient, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .purge_expired_presentation_state(T0 + Duration::minutes(10))
+            .await
+            .unwrap()
+            >= 2
     );
 }

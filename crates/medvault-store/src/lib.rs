@@ -19,6 +19,7 @@ pub mod documents;
 mod error;
 pub mod issuer_keys;
 pub mod participants;
+pub mod patient_credentials;
 pub mod proofing;
 
 use async_trait::async_trait;
@@ -37,6 +38,7 @@ pub use documents::{
 pub use error::StoreError;
 pub use issuer_keys::{IssuerKeyRowV1, IssuerKeyStore};
 pub use participants::{ParticipantRowV1, ParticipantStore};
+pub use patient_credentials::{CredentialIssue, PatientCredentialRowV1, PatientCredentialStore};
 pub use proofing::{CredentialCodeRowV1, ProofingRowV1, ProofingStore};
 
 /// Which database engine a store talks to (for logs and `/ready`, never for branching).
@@ -72,6 +74,7 @@ pub trait Store:
     + AccountRequestStore
     + ProofingStore
     + IssuerKeyStore
+    + PatientCredentialStore
     + Send
     + Sync
     + std::fmt::Debug

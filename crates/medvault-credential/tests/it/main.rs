@@ -100,6 +100,8 @@ fn session(uid: Uid) -> Session {
         uid,
         credential_id: "wc".into(),
         expires_at: datetime!(2030-01-01 00:00 UTC),
+        assurance: medvault_core::Assurance::Ial1,
+        patient_credential_id: None,
     }
 }
 

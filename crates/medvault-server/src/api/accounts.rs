@@ -11,10 +11,10 @@ use medvault_core::{DisplayName, Email, ParticipantKind, Uid, WorkingCredentialK
 use medvault_crypto::{EnrolmentSlot, RootPublicKey};
 use medvault_proto::Bytes;
 use medvault_proto::accounts as proto;
-use time::format_description::well_known::Rfc3339;
 
 use super::{
-    ApiJson, BearerSession, credential_error, invalid, login_error, registration_error, store_error,
+    ApiJson, BearerSession, credential_error, invalid, login_error, registration_error, rfc3339,
+    store_error,
 };
 use crate::app::AppState;
 use crate::listener::ConnectionInfo;
@@ -49,10 +49,6 @@ async fn openapi() -> Response {
 
 async fn ca(State(state): State<AppState>) -> Json<proto::CaInfo> {
     Json(state.ca_info.as_ref().clone())
-}
-
-fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
 }
 
 fn parse_uid(text: &str, field: &'static str) -> Result<Uid, Problem> {
@@ -335,6 +331,7 @@ async fn session(BearerSession { session, .. }: BearerSession) -> Json<proto::Se
         uid: session.uid.to_string(),
         credential_id: session.credential_id,
         expires_at: rfc3339(session.expires_at),
+        assurance: session.assurance.as_str().to_owned(),
     })
 }
 

@@ -12,7 +12,7 @@ use medvault_proto::documents as proto;
 use medvault_store::ReceivedDocumentV1;
 use serde::Deserialize;
 
-use super::{ApiJson, BearerSession, internal, invalid, store_error};
+use super::{ApiJson, BearerSession, internal, invalid, rfc3339, store_error};
 use crate::app::AppState;
 use crate::problem::Problem;
 
@@ -54,11 +54,6 @@ fn exchange_error(error: ExchangeError) -> Response {
 
 fn parse_uid(text: &str, field: &'static str) -> Result<Uid, Problem> {
     text.parse().map_err(|_| invalid(field))
-}
-
-fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 async fn invite(

@@ -9,6 +9,7 @@
 mod account_app;
 mod accounts;
 mod documents;
+mod patient_credentials;
 mod proofing;
 
 use axum::extract::rejection::JsonRejection;
@@ -32,11 +33,18 @@ pub fn router() -> Router<AppState> {
         .merge(documents::routes())
         .merge(account_app::routes())
         .merge(proofing::routes())
+        .merge(patient_credentials::routes())
 }
 
 /// The document upload route, which takes bodies up to the document limit.
 pub fn document_router() -> Router<AppState> {
     documents::large_routes()
+}
+
+/// An instant as RFC 3339 text.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// A JSON body; a malformed one is answered with problem+json 400 (415 for a
@@ -224,6 +232,9 @@ pub fn registration_error(error: RegistrationError) -> Response {
     }
 }
 
+/// The problem type of a refusal that an IAL2 session would have passed.
+pub const IAL2_REQUIRED: &str = "urn:medvault:problem:ial2-required";
+
 /// Maps a credential-management failure.
 pub fn credential_error(error: CredentialError) -> Response {
     match error {
@@ -245,6 +256,10 @@ pub fn credential_error(error: CredentialError) -> Response {
                 .with_detail(error.to_string())
                 .into_response()
         }
+        CredentialError::NeedsIal2 => Problem::new(StatusCode::FORBIDDEN, "IAL2 session required")
+            .with_detail(error.to_string())
+            .with_type(IAL2_REQUIRED)
+            .into_response(),
         CredentialError::Store(error) => store_error(&error),
         CredentialError::Audit(_) => internal(&error),
     }

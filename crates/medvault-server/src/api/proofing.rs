@@ -69,10 +69,7 @@ async fn record(
                 Json(ProofingResponse {
                     proofing_id: issued.proofing_id,
                     code: issued.code.to_string(),
-                    expires_at: issued
-                        .expires_at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
+                    expires_at: super::rfc3339(issued.expires_at),
                 }),
             )
                 .into_response(),

@@ -555,6 +555,14 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/account-requests/result",
         "/api/v1/proofings",
         "/.well-known/jwks.json",
+        "/api/v1/patient-credentials",
+        "/api/v1/patient-credentials/{id}/status",
+        "/api/v1/patient-credentials/verify",
+        "/api/v1/session/presentation-challenge",
+        "/api/v1/session/presentation",
+        "/.well-known/did.json",
+        "/institutions/{uid}/did.json",
+        "/institutions/{uid}/status/{purpose}",
     ] {
         assert!(document["paths"][path].is_object(), "{path} undocumented");
     }

@@ -17,6 +17,7 @@ mod documents;
 mod http;
 mod mtls;
 mod parsers;
+mod patient_credential;
 mod privacy;
 mod smartcard;
 mod tls_policy;

@@ -1,0 +1,602 @@
+//! The Patient Credential end to end through HTTP with the SDK, on SQLite and
+//! PostgreSQL: proofing -> code -> request -> credential -> IAL2 session;
+//! revocation, suspension and the status lists; and each bad input refused
+//! with a clear error and no state behind.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use medvault_client::{NewAccount, Password, Registered, Session, credential_request};
+use medvault_core::{InstitutionKind, ParticipantKind};
+use medvault_credential::{StatusPurpose, status_list_bit};
+use medvault_crypto::SoftwareKey;
+use medvault_crypto::did::P256PublicKey;
+use medvault_crypto::jose::{JwsHeader, sign_es256};
+use medvault_testkit::{Backend, TestServer};
+use serde_json::{Value, json};
+
+use crate::assert_problem_json;
+
+on_both_backends!(
+    proofing_to_an_ial2_session_and_revocation,
+    bad_requests_and_presentations_leave_nothing_behind,
+);
+
+const EMAIL: &str = "erika.holder@example.org";
+
+async fn setup(server: &TestServer) -> (Registered, Registered, Session, Session) {
+    let sdk = server.sdk();
+    let patient = sdk
+        .register(NewAccount {
+            kind: ParticipantKind::Patient,
+            display_name: None,
+            password: Some((EMAIL.to_owned(), Password::new("a long passphrase"))),
+            tans: 0,
+            software_certificate: false,
+        })
+        .await
+        .unwrap();
+    let practice = sdk
+        .register(NewAccount {
+            kind: ParticipantKind::Institution(InstitutionKind::Practice),
+            display_name: Some("Praxis Nord".to_owned()),
+            password: None,
+            tans: 0,
+            software_certificate: false,
+        })
+        .await
+        .unwrap();
+    let p = sdk
+        .login_password(EMAIL, &Password::new("a long passphrase"))
+        .await
+        .unwrap();
+    let i = sdk
+        .login_superpin(practice.uid, &practice.superpin)
+        .await
+        .unwrap();
+    p.invite(practice.uid).await.unwrap();
+    i.accept(patient.uid).await.unwrap();
+    (patient, practice, p, i)
+}
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+async fn post(
+    server: &TestServer,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> reqwest::Response {
+    let mut request = server
+        .client(None)
+        .post(server.patient_url(path))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn status_bit(
+    server: &TestServer,
+    practice: &Registered,
+    purpose: &str,
+    index: usize,
+) -> bool {
+    let response = server
+        .client(None)
+        .get(server.patient_url(&format!("/institutions/{}/status/{purpose}", practice.uid)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/vc+jwt");
+    let list = claims(&response.text().await.unwrap());
+    assert_eq!(list["vc"]["credentialSubject"]["statusPurpose"], purpose);
+    status_list_bit(
+        list["vc"]["credentialSubject"]["encodedList"]
+            .as_str()
+            .unwrap(),
+        index,
+    )
+    .unwrap()
+}
+
+async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |_| {}).await else {
+        return;
+    };
+    let (patient, practice, mut p, i) = setup(&server).await;
+    let (code, _) = i
+        .record_proofing(patient.uid, "in-person", "id-card")
+        .await
+        .unwrap();
+    let device = SoftwareKey::generate().unwrap();
+    // The SDK checks the credential against the institution's did:web document.
+    let issued = p
+        .request_patient_credential(&device, &code, "software")
+        .await
+        .unwrap();
+    assert_eq!(issued.institution_uid, practice.uid.to_string());
+    let vc = claims(&issued.credential);
+    let names = medvault_credential::DidWeb::new(&server.state().config.public_base_url).unwrap();
+    assert_eq!(vc["iss"], names.institution(practice.uid));
+    assert_eq!(vc["aud"], names.server());
+    assert_eq!(
+        vc["vc"]["type"],
+        json!(["VerifiableCredential", "PatientCredential", "IAL2"])
+    );
+    assert_eq!(
+        vc["vc"]["credentialSubject"]["physician"]["name"],
+        "Praxis Nord"
+    );
+    assert_eq!(vc["sub"], medvault_client::device_did(&device).unwrap());
+    let text = vc.to_string();
+    for personal in [
+        patient.uid.to_string(),
+        EMAIL.to_owned(),
+        "erika".to_owned(),
+    ] {
+        assert!(
+            !text.contains(&personal),
+            "the credential names the patient"
+        );
+    }
+    // The kid is published in the JWKS.
+    let jwks: Value = server
+        .client(None)
+        .get(server.patient_url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = issued.credential.split('.').next().map(|header| {
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    });
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|key| key["kid"].as_str() == kid.as_deref())
+    );
+    let verdict = server
+        .sdk()
+        .verify_patient_credential(&issued.credential)
+        .await
+        .unwrap();
+    assert!(verdict.valid, "{verdict:?}");
+
+    // Both see the credential; the practice cannot present it, nor see its text.
+    assert_eq!(p.patient_credentials().await.unwrap().len(), 1);
+    let issued_by_practice = i.patient_credentials().await.unwrap();
+    assert_eq!(issued_by_practice[0].id, issued.id);
+    assert_eq!(issued_by_practice[0].status, "active");
+
+    // A holder of a credential needs IAL2 to remove a working credential.
+    let credentials = p.credentials().await.unwrap();
+    let superpin = credentials
+        .iter()
+        .find(|credential| credential.kind == "superpin")
+        .unwrap()
+        .id
+        .clone();
+    let refused = p.remove_credential(&superpin).await.unwrap_err();
+    assert_eq!(refused.status(), Some(403), "{refused}");
+    assert_eq!(p.whoami().await.unwrap().assurance, "IAL1");
+
+    let old_token = p.token().to_owned();
+    let presented = p
+        .present_patient_credential(&device, &issued.credential)
+        .await
+        .unwrap();
+    assert_eq!(presented.assurance, "IAL2");
+    assert_eq!(p.whoami().await.unwrap().assurance, "IAL2");
+    let old = server
+        .client(None)
+        .get(server.patient_url("/api/v1/session"))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401, "the IAL1 session was replaced");
+    p.remove_credential(&superpin).await.unwrap();
+
+    // Suspension: verification fails and the IAL2 session ends; reinstating
+    // restores both. Revocation is final.
+    let index: usize = vc["vc"]["credentialStatus"][0]["statusListIndex"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!status_bit(&server, &practice, "suspension", index).await);
+    i.set_patient_credential_status(&issued.id, "suspended")
+        .await
+        .unwrap();
+    assert!(status_bit(&server, &practice, "suspension", index).await);
+    let verdict = server
+        .sdk()
+        .verify_patient_credential(&issued.credential)
+        .await
+        .unwrap();
+    assert!(!verdict.valid);
+    assert_eq!(
+        verdict.error.as_deref(),
+        Some("the credential is suspended")
+    );
+    assert_eq!(p.whoami().await.unwrap_err().status(), Some(401));
+    i.set_patient_credential_status(&issued.id, "active")
+        .await
+        .unwrap();
+    assert_eq!(p.whoami().await.unwrap().assurance, "IAL2");
+
+    // The patient cannot revoke; the institution can, at once.
+    assert_eq!(
+        p.set_patient_credential_status(&issued.id, "revoked")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
+    assert!(
+        !status_bit(
+            &server,
+            &practice,
+            StatusPurpose::Revocation.as_str(),
+            index
+        )
+        .await
+    );
+    i.set_patient_credential_status(&issued.id, "revoked")
+        .await
+        .unwrap();
+    assert!(status_bit(&server, &practice, "revocation", index).await);
+    assert_eq!(p.whoami().await.unwrap_err().status(), Some(401));
+    let verdict = server
+        .sdk()
+        .verify_patient_credential(&issued.credential)
+        .await
+        .unwrap();
+    assert_eq!(verdict.error.as_deref(), Some("the credential is revoked"));
+    let again = i
+        .set_patient_credential_status(&issued.id, "active")
+        .await
+        .unwrap_err();
+    assert_eq!(again.status(), Some(404), "revocation is final");
+
+    // The did:web documents.
+    let document: Value = server
+        .client(None)
+        .get(server.patient_url(&format!("/institutions/{}/did.json", practice.uid)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(document["id"], names.institution(practice.uid));
+    let unknown = server
+        .client(None)
+        .get(server.patient_url(&format!("/institutions/{}/did.json", patient.uid)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "a patient is no issuer");
+    let own: Value = server
+        .client(None)
+        .get(server.patient_url("/.well-known/did.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["id"], names.server());
+}
+
+fn unsigned(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+fn request_claims(key: &SoftwareKey, code: &str, jti: &str) -> Value {
+    let public = P256PublicKey::from_uncompressed(&key.public_key()).unwrap();
+    let now = medvault_testkit::wall_clock_now().unix_timestamp();
+    json!({
+        "grant_type": "authorization_code",
+        "sub": public.did_key(),
+        "client_id": medvault_client::USER_AGENT_ID,
+        "key_protection": "software",
+        "code": code,
+        "iat": now,
+        "exp": now + 120,
+        "jti": jti,
+        "jwk": public.to_jwk().unwrap(),
+    })
+}
+
+async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |_| {}).await else {
+        return;
+    };
+    let (patient, practice, p, i) = setup(&server).await;
+    let (code, _) = i.record_proofing(patient.uid, "eid", "eid").await.unwrap();
+    let device = SoftwareKey::generate().unwrap();
+    let other = SoftwareKey::generate().unwrap();
+    let issue = |request: String| {
+        let token = p.token().to_owned();
+        let server = &server;
+        async move {
+            post(
+                server,
+                "/api/v1/patient-credentials",
+                Some(&token),
+                json!({ "request": request }),
+            )
+            .await
+        }
+    };
+    let header = JwsHeader::es256("JWT");
+    let good = request_claims(&device, &code, "jti-0123456789abcdef");
+
+    let mut wrong_sub = good.clone();
+    wrong_sub["sub"] = json!(
+        P256PublicKey::from_uncompressed(&other.public_key())
+            .unwrap()
+            .did_key()
+    );
+    let mut too_long = good.clone();
+    too_long["exp"] = json!(good["iat"].as_i64().unwrap() + 365 * 86_400);
+    let mut expired = good.clone();
+    expired["iat"] = json!(good["iat"].as_i64().unwrap() - 900);
+    expired["exp"] = json!(good["iat"].as_i64().unwrap() - 800);
+    let mut untrusted = good.clone();
+    untrusted["client_id"] = json!("Some Other Agent 1.0");
+    let mut wrong_code = good.clone();
+    wrong_code["code"] = json!("ABCD-EFGH-JKMN-PQRS");
+    let mut stranger = good.clone();
+    stranger["unexpected"] = json!(true);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "signed by another key",
+            sign_es256(&header, &good, &other).unwrap(),
+        ),
+        (
+            "sub does not match jwk",
+            sign_es256(&header, &wrong_sub, &device).unwrap(),
+        ),
+        (
+            "exp a year ahead",
+            sign_es256(&header, &too_long, &device).unwrap(),
+        ),
+        ("expired", sign_es256(&header, &expired, &device).unwrap()),
+        (
+            "untrusted user agent",
+            sign_es256(&header, &untrusted, &device).unwrap(),
+        ),
+        (
+            "unknown code",
+            sign_es256(&header, &wrong_code, &device).unwrap(),
+        ),
+        (
+            "unknown claim",
+            sign_es256(&header, &stranger, &device).unwrap(),
+        ),
+        (
+            "alg none",
+            unsigned(&json!({"alg": "none", "typ": "JWT"}), &good, b""),
+        ),
+        (
+            "alg HS256",
+            unsigned(&json!({"alg": "HS256", "typ": "JWT"}), &good, &[7; 32]),
+        ),
+        ("not a JWS", "eyJ.eyJ".to_owned()),
+    ];
+    for (case, request) in cases {
+        let response = issue(request).await;
+        assert_eq!(response.status(), 400, "{case}");
+        assert_problem_json(&response);
+        let problem: Value = response.json().await.unwrap();
+        assert!(problem["detail"].is_string(), "{case}: {problem}");
+    }
+    // None of them used the code or recorded the jti: the good request works.
+    let response = issue(sign_es256(&header, &good, &device).unwrap()).await;
+    assert_eq!(response.status(), 201);
+    let issued: Value = response.json().await.unwrap();
+    let credential = issued["credential"].as_str().unwrap().to_owned();
+
+    // A reused code, and a replayed jti with a fresh code, are refused.
+    let response = issue(sign_es256(&header, &good, &device).unwrap()).await;
+    assert_eq!(response.status(), 400);
+    let (second_code, _) = i
+        .record_proofing(patient.uid, "in-person", "passport")
+        .await
+        .unwrap();
+    let mut replay = good.clone();
+    replay["code"] = json!(second_code.as_str());
+    let response = issue(sign_es256(&header, &replay, &device).unwrap()).await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:medvault:problem:replayed-request");
+    // ...and that code still works with a new jti.
+    let (fresh, _) = credential_request(
+        &device,
+        &second_code,
+        medvault_client::USER_AGENT_ID,
+        "software",
+    )
+    .unwrap();
+    assert_eq!(issue(fresh).await.status(), 201);
+
+    // A code is bound to its patient: another patient cannot use it.
+    let (third_code, _) = i
+        .record_proofing(patient.uid, "in-person", "passport")
+        .await
+        .unwrap();
+    let intruder_account = server
+        .sdk()
+        .register(NewAccount {
+            kind: ParticipantKind::Patient,
+            display_name: None,
+            password: None,
+            tans: 0,
+            software_certificate: false,
+        })
+        .await
+        .unwrap();
+    let intruder = server
+        .sdk()
+        .login_superpin(intruder_account.uid, &intruder_account.superpin)
+        .await
+        .unwrap();
+    let stolen = intruder
+        .request_patient_credential(&other, &third_code, "software")
+        .await
+        .unwrap_err();
+    assert_eq!(stolen.status(), Some(400), "{stolen}");
+    // The institution cannot request credentials for itself.
+    let institutional = i
+        .request_patient_credential(&other, &third_code, "software")
+        .await
+        .unwrap_err();
+    assert_eq!(institutional.status(), Some(403));
+
+    // Presentations: a reused nonce, another key, another holder's
+    // credential, an untrusted issuer: all refused, the session unchanged.
+    let challenge = |token: String| {
+        let server = &server;
+        async move {
+            let response = post(
+                server,
+                "/api/v1/session/presentation-challenge",
+                Some(&token),
+                json!({}),
+            )
+            .await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let present = |token: String, presentation: String| {
+        let server = &server;
+        async move {
+            post(
+                server,
+                "/api/v1/session/presentation",
+                Some(&token),
+                json!({ "presentation": presentation }),
+            )
+            .await
+        }
+    };
+    let nonce = challenge(p.token().to_owned()).await;
+    let audience = nonce["audience"].as_str().unwrap().to_owned();
+    let nonce = nonce["nonce"].as_str().unwrap().to_owned();
+    let by_other_key =
+        medvault_client::presentation(&other, &credential, &nonce, &audience).unwrap();
+    let response = present(p.token().to_owned(), by_other_key).await;
+    assert_eq!(response.status(), 400);
+    let wrong_audience =
+        medvault_client::presentation(&device, &credential, &nonce, "did:web:elsewhere.example")
+            .unwrap();
+    assert_eq!(
+        present(p.token().to_owned(), wrong_audience).await.status(),
+        400
+    );
+    // A credential signed by a key that claims to be the practice's.
+    let forged = {
+        let mut vc = claims(&credential);
+        vc["vc"]["type"] = json!(["VerifiableCredential", "PatientCredential", "IAL2"]);
+        let mut header = JwsHeader::es256("JWT");
+        header.kid = Some("0123456789abcdef01234567".to_owned());
+        sign_es256(&header, &vc, &other).unwrap()
+    };
+    let forged_presentation =
+        medvault_client::presentation(&device, &forged, &nonce, &audience).unwrap();
+    assert_eq!(
+        present(p.token().to_owned(), forged_presentation)
+            .await
+            .status(),
+        400
+    );
+    let foreign = {
+        let mut vc = claims(&credential);
+        vc["iss"] = json!(format!(
+            "did:web:evil.example:institutions:{}",
+            practice.uid
+        ));
+        let mut header = JwsHeader::es256("JWT");
+        header.kid = Some("k".to_owned());
+        sign_es256(&header, &vc, &other).unwrap()
+    };
+    let verdict = server
+        .sdk()
+        .verify_patient_credential(&foreign)
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict.error.as_deref(),
+        Some("the issuer is not a trusted institution")
+    );
+    // The intruder cannot present the patient's credential, even with its key.
+    let intruder_nonce = challenge(intruder.token().to_owned()).await;
+    let theirs = medvault_client::presentation(
+        &device,
+        &credential,
+        intruder_nonce["nonce"].as_str().unwrap(),
+        &audience,
+    )
+    .unwrap();
+    assert_eq!(
+        present(intruder.token().to_owned(), theirs).await.status(),
+        403
+    );
+    assert_eq!(
+        p.whoami().await.unwrap().assurance,
+        "IAL1",
+        "nothing changed"
+    );
+
+    // The nonce still works once, then never again.
+    let good_presentation =
+        medvault_client::presentation(&device, &credential, &nonce, &audience).unwrap();
+    let response = present(p.token().to_owned(), good_presentation.clone()).await;
+    assert_eq!(response.status(), 200);
+    let elevated: Value = response.json().await.unwrap();
+    let new_token = elevated["token"].as_str().unwrap().to_owned();
+    let response = present(new_token.clone(), good_presentation).await;
+    assert_eq!(response.status(), 400, "a reused nonce");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "the nonce is unknown, used or expired");
+    // A revoked credential is refused at presentation.
+    i.set_patient_credential_status(issued["id"].as_str().unwrap(), "revoked")
+        .await
+        .unwrap();
+    let fresh_login = server
+        .sdk()
+        .login_password(EMAIL, &Password::new("a long passphrase"))
+        .await
+        .unwrap();
+    let nonce = challenge(fresh_login.token().to_owned()).await;
+    let revoked = medvault_client::presentation(
+        &device,
+        &credential,
+        nonce["nonce"].as_str().unwrap(),
+        &audience,
+    )
+    .unwrap();
+    let response = present(fresh_login.token().to_owned(), revoked).await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "the credential is revoked");
+}

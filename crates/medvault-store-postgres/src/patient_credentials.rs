@@ -1,0 +1,306 @@
+//! [`PatientCredentialStore`] over PostgreSQL.
+
+use async_trait::async_trait;
+use medvault_store::{
+    CredentialIssue, PatientCredentialRowV1, PatientCredentialStore, ProofingRowV1, SessionRowV1,
+    StoreError, from_unix_micros, to_unix_micros,
+};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use time::OffsetDateTime;
+
+use crate::proofing::proofing;
+use crate::{PostgresStore, map_error};
+
+/// `SELECT` of every column of `patient_credentials`, then `$rest`.
+macro_rules! select {
+    ($rest:literal) => {
+        concat!("SELECT id, institution_uid, patient_uid, proofing_id, subject, jti, kid, status_index, key_protection, client_id, issued_at_us, expires_at_us, status, status_changed_at_us FROM patient_credentials ", $rest)
+    };
+}
+
+fn credential(row: &PgRow) -> Result<PatientCredentialRowV1, StoreError> {
+    let changed: Option<i64> = row.try_get("status_changed_at_us").map_err(map_error)?;
+    Ok(PatientCredentialRowV1 {
+        id: row.try_get("id").map_err(map_error)?,
+        institution_uid: row.try_get("institution_uid").map_err(map_error)?,
+        patient_uid: row.try_get("patient_uid").map_err(map_error)?,
+        proofing_id: row.try_get("proofing_id").map_err(map_error)?,
+        subject: row.try_get("subject").map_err(map_error)?,
+        jti: row.try_get("jti").map_err(map_error)?,
+        kid: row.try_get("kid").map_err(map_error)?,
+        status_index: row.try_get("status_index").map_err(map_error)?,
+        key_protection: row.try_get("key_protection").map_err(map_error)?,
+        client_id: row.try_get("client_id").map_err(map_error)?,
+        issued_at: from_unix_micros(row.try_get("issued_at_us").map_err(map_error)?)?,
+        expires_at: from_unix_micros(row.try_get("expires_at_us").map_err(map_error)?)?,
+        status: row.try_get("status").map_err(map_error)?,
+        status_changed_at: changed.map(from_unix_micros).transpose()?,
+    })
+}
+
+#[async_trait]
+impl PatientCredentialStore for PostgresStore {
+    async fn peek_credential_code(
+        &self,
+        code_hash: &[u8],
+        patient_uid: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<ProofingRowV1>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.id, p.institution_uid, p.patient_uid, p.assurance, p.method, p.evidence_type, p.proofed_by, p.proofed_at_us
+             FROM credential_codes c JOIN identity_proofings p ON p.id = c.proofing_id
+             WHERE c.code_hash = $1 AND c.patient_uid = $2 AND c.used_at_us IS NULL AND c.expires_at_us > $3",
+        )
+        .bind(code_hash)
+        .bind(patient_uid)
+        .bind(to_unix_micros(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.as_ref().map(proofing).transpose()
+    }
+
+    async fn issue_patient_credential(
+        &self,
+        code_hash: &[u8],
+        credential: &PatientCredentialRowV1,
+        jti_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<CredentialIssue, StoreError> {
+        let now_us = to_unix_micros(now);
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        let used = sqlx::query(
+            "UPDATE credential_codes SET used_at_us = $1
+             WHERE code_hash = $2 AND patient_uid = $3 AND proofing_id = $4
+               AND used_at_us IS NULL AND expires_at_us > $5",
+        )
+        .bind(now_us)
+        .bind(code_hash)
+        .bind(&credential.patient_uid)
+        .bind(&credential.proofing_id)
+        .bind(now_us)
+        .execute(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        if used.rows_affected() != 1 {
+            return Ok(CredentialIssue::CodeRefused);
+        }
+        let recorded = sqlx::query(
+            "INSERT INTO credential_request_jtis (jti, expires_at_us) VALUES ($1, $2)
+             ON CONFLICT (jti) DO UPDATE SET expires_at_us = excluded.expires_at_us
+             WHERE credential_request_jtis.expires_at_us <= $3",
+        )
+        .bind(&credential.jti)
+        .bind(to_unix_micros(jti_expires_at))
+        .bind(now_us)
+        .execute(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        if recorded.rows_affected() != 1 {
+            return Ok(CredentialIssue::Replay);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO patient_credentials (id, format, institution_uid, patient_uid, proofing_id, subject, jti, kid, status_index, key_protection, client_id, issued_at_us, expires_at_us, status, status_changed_at_us)
+             VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&credential.id)
+        .bind(&credential.institution_uid)
+        .bind(&credential.patient_uid)
+        .bind(&credential.proofing_id)
+        .bind(&credential.subject)
+        .bind(&credential.jti)
+        .bind(&credential.kid)
+        .bind(credential.status_index)
+        .bind(&credential.key_protection)
+        .bind(&credential.client_id)
+        .bind(to_unix_micros(credential.issued_at))
+        .bind(to_unix_micros(credential.expires_at))
+        .bind(&credential.status)
+        .bind(credential.status_changed_at.map(to_unix_micros))
+        .execute(&mut *transaction)
+        .await;
+        // Another node may draw the same index at the same moment: the
+        // unique index decides, and the transaction rolls back.
+        match inserted.map_err(map_error) {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => return Ok(CredentialIssue::IndexTaken),
+            Err(error) => return Err(error),
+        }
+        transaction.commit().await.map_err(map_error)?;
+        Ok(CredentialIssue::Issued)
+    }
+
+    async fn patient_credential_at(
+        &self,
+        institution_uid: &str,
+        status_index: i64,
+    ) -> Result<Option<PatientCredentialRowV1>, StoreError> {
+        let row = sqlx::query(select!("WHERE institution_uid = $1 AND status_index = $2"))
+            .bind(institution_uid)
+            .bind(status_index)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        row.as_ref().map(credential).transpose()
+    }
+
+    async fn patient_credential(
+        &self,
+        id: &str,
+    ) -> Result<Option<PatientCredentialRowV1>, StoreError> {
+        let row = sqlx::query(select!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        row.as_ref().map(credential).transpose()
+    }
+
+    async fn patient_credentials(
+        &self,
+        patient_uid: Option<&str>,
+        institution_uid: Option<&str>,
+    ) -> Result<Vec<PatientCredentialRowV1>, StoreError> {
+        let rows = sqlx::query(select!("WHERE ($1::TEXT IS NULL OR patient_uid = $1) AND ($2::TEXT IS NULL OR institution_uid = $2)
+             ORDER BY issued_at_us DESC, id"))
+        .bind(patient_uid)
+        .bind(institution_uid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(credential).collect()
+    }
+
+    async fn set_patient_credential_status(
+        &self,
+        id: &str,
+        institution_uid: &str,
+        status: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE patient_credentials SET status = $1, status_changed_at_us = $2
+             WHERE id = $3 AND institution_uid = $4 AND status <> 'revoked'",
+        )
+        .bind(status)
+        .bind(to_unix_micros(at))
+        .bind(id)
+        .bind(institution_uid)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn patient_credential_indexes(
+        &self,
+        institution_uid: &str,
+        status: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status_index FROM patient_credentials
+             WHERE institution_uid = $1 AND status = $2 AND expires_at_us > $3
+             ORDER BY status_index",
+        )
+        .bind(institution_uid)
+        .bind(status)
+        .bind(to_unix_micros(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter()
+            .map(|row| row.try_get("status_index").map_err(map_error))
+            .collect()
+    }
+
+    async fn holds_patient_credential(
+        &self,
+        patient_uid: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM patient_credentials
+             WHERE patient_uid = $1 AND status = 'active' AND expires_at_us > $2 LIMIT 1",
+        )
+        .bind(patient_uid)
+        .bind(to_unix_micros(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(row.is_some())
+    }
+
+    async fn insert_presentation_nonce(
+        &self,
+        nonce_hash: &[u8],
+        uid: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO presentation_nonces (nonce_hash, uid, expires_at_us) VALUES ($1, $2, $3)",
+        )
+        .bind(nonce_hash)
+        .bind(uid)
+        .bind(to_unix_micros(expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn open_presented_session(
+        &self,
+        nonce_hash: &[u8],
+        replaces: &[u8],
+        session: &SessionRowV1,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        let taken = sqlx::query(
+            "DELETE FROM presentation_nonces WHERE nonce_hash = $1 AND uid = $2 AND expires_at_us > $3",
+        )
+        .bind(nonce_hash)
+        .bind(&session.uid)
+        .bind(to_unix_micros(now))
+        .execute(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        if taken.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let ended = sqlx::query("DELETE FROM sessions WHERE token_hash = $1 AND uid = $2")
+            .bind(replaces)
+            .bind(&session.uid)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        if ended.rows_affected() != 1 {
+            return Ok(false);
+        }
+        crate::accounts::insert_session(&mut *transaction, session).await?;
+        transaction.commit().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn purge_expired_presentation_state(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let now = to_unix_micros(now);
+        let mut purged = 0;
+        for statement in [
+            "DELETE FROM presentation_nonces WHERE expires_at_us <= $1",
+            "DELETE FROM credential_request_jtis WHERE expires_at_us <= $1",
+        ] {
+            purged += sqlx::query(statement)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?
+                .rows_affected();
+        }
+        Ok(purged)
+    }
+}
