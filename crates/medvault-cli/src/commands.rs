@@ -65,6 +65,13 @@ enum Command {
         #[command(subcommand)]
         command: crate::user::ProofingCommand,
     },
+    /// Patient Credentials: request, show, present (patients); list, revoke (institutions).
+    Credential {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::patient::CredentialCommand,
+    },
     /// Connections with other participants.
     Connections {
         #[command(flatten)]
@@ -255,6 +262,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Documents { profile, command } => {
             run_async(crate::user::documents(profile, command))
+        }
+        Command::Credential { profile, command } => {
+            run_async(crate::patient::credential(profile, command))
         }
         Command::Proofing { profile, command } => {
             run_async(crate::user::proofing(profile, command))

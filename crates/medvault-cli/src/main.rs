@@ -13,6 +13,7 @@
 )]
 
 mod commands;
+mod patient;
 mod user;
 
 use std::process::ExitCode;

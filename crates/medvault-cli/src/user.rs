@@ -113,6 +113,9 @@ pub struct LoginArgs {
     /// Token label (smartcard).
     #[arg(long)]
     token: Option<String>,
+    /// Then present the profile's Patient Credential: an IAL2 session.
+    #[arg(long)]
+    patient_credential: bool,
 }
 
 /// `medvault credentials ...`
@@ -206,6 +209,10 @@ pub enum ProofingCommand {
         /// id-card, passport, residence-permit or eid (the type only; never the document).
         #[arg(long)]
         evidence: String,
+        /// Also write the QR code as a PNG image to this file (mode 0600), to
+        /// print or show on another screen.
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
     },
 }
 
@@ -241,14 +248,14 @@ struct Profile {
 }
 
 /// A profile directory and how to read secrets.
-struct Profiled {
-    dir: PathBuf,
+pub(crate) struct Profiled {
+    pub(crate) dir: PathBuf,
     stdin_secrets: bool,
     lines: Option<std::io::Lines<std::io::StdinLock<'static>>>,
 }
 
 impl Profiled {
-    fn new(args: &ProfileArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ProfileArgs) -> anyhow::Result<Self> {
         let dir = match &args.profile {
             Some(dir) => dir.clone(),
             None => PathBuf::from(
@@ -264,7 +271,7 @@ impl Profiled {
     }
 
     /// One secret: the next line of standard input, or a prompt without echo.
-    fn secret(&mut self, prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+    pub(crate) fn secret(&mut self, prompt: &str) -> anyhow::Result<Zeroizing<String>> {
         if self.stdin_secrets {
             let lines = self
                 .lines
@@ -280,7 +287,7 @@ impl Profiled {
             .context("reading from the terminal")
     }
 
-    fn ensure_dir(&self) -> anyhow::Result<()> {
+    pub(crate) fn ensure_dir(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         set_mode(&self.dir, 0o700)
@@ -293,7 +300,7 @@ impl Profiled {
         serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
     }
 
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let profile = self.profile()?;
         let pinned = PinnedCa::from_public_key(profile.participant_ca.as_slice())
             .map_err(|_| anyhow!("the pinned participant CA key is malformed"))?;
@@ -304,13 +311,13 @@ impl Profiled {
         ))
     }
 
-    fn save_session(&self, session: &Session) -> anyhow::Result<()> {
+    pub(crate) fn save_session(&self, session: &Session) -> anyhow::Result<()> {
         let state = session.export();
         let json = Zeroizing::new(serde_json::to_vec(&state)?);
         write_private(&self.dir.join("session.json"), &json)
     }
 
-    fn session(&self) -> anyhow::Result<Session> {
+    pub(crate) fn session(&self) -> anyhow::Result<Session> {
         let path = self.dir.join("session.json");
         let bytes = Zeroizing::new(
             std::fs::read(&path).map_err(|_| anyhow!("not logged in (medvault account login)"))?,
@@ -343,7 +350,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 }
 
 /// Writes a file only the user can read (0600), replacing it.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -369,7 +376,7 @@ fn http_client(tls_ca_pem: Option<&str>) -> anyhow::Result<reqwest::Client> {
     builder.build().context("HTTP client")
 }
 
-fn parse_uid(text: &str) -> anyhow::Result<Uid> {
+pub(crate) fn parse_uid(text: &str) -> anyhow::Result<Uid> {
     text.parse()
         .map_err(|_| anyhow!("{text:?} is not a UID (a UUID v4, lower case)"))
 }
@@ -380,7 +387,8 @@ pub async fn account(args: ProfileArgs, command: AccountCommand) -> anyhow::Resu
     match command {
         AccountCommand::Register(register) => register_account(&mut context, register).await,
         AccountCommand::Login(login) => {
-            let session = log_in(&mut context, login).await?;
+            let present = login.patient_credential;
+            let mut session = log_in(&mut context, login).await?;
             context.ensure_dir()?;
             context.save_session(&session)?;
             println!(
@@ -388,6 +396,9 @@ pub async fn account(args: ProfileArgs, command: AccountCommand) -> anyhow::Resu
                 session.uid(),
                 session.expires_at()
             );
+            if present {
+                crate::patient::present(&context, &mut session).await?;
+            }
             Ok(())
         }
         AccountCommand::Logout => {
@@ -424,6 +435,7 @@ pub async fn account(args: ProfileArgs, command: AccountCommand) -> anyhow::Resu
             println!("uid: {}", view.uid);
             println!("credential: {}", view.credential_id);
             println!("expires: {}", view.expires_at);
+            println!("assurance: {}", view.assurance);
             Ok(())
         }
     }
@@ -713,6 +725,7 @@ pub async fn proofing(args: ProfileArgs, command: ProofingCommand) -> anyhow::Re
             patient,
             method,
             evidence,
+            png,
         } => {
             let (code, expires_at) = session
                 .record_proofing(parse_uid(&patient)?, &method, &evidence)
@@ -723,9 +736,45 @@ pub async fn proofing(args: ProfileArgs, command: ProofingCommand) -> anyhow::Re
                 .quiet_zone(true)
                 .build();
             println!("{picture}");
+            if let Some(path) = png {
+                write_private(&path, &qr_png(&qr)?)?;
+                println!("QR code image: {}", path.display());
+            }
             println!("code: {}", code.as_str());
             println!("valid until: {expires_at}");
             Ok(())
         }
     }
+}
+
+/// A QR code as a grey-scale PNG: 8 pixels per module, a 4-module quiet zone.
+fn qr_png(qr: &qrcode::QrCode) -> anyhow::Result<Vec<u8>> {
+    const SCALE: usize = 8;
+    const QUIET: usize = 4;
+    let modules = qr.width();
+    let side = (modules + 2 * QUIET) * SCALE;
+    let colors = qr.to_colors();
+    let mut pixels = vec![255u8; side * side];
+    for (index, color) in colors.iter().enumerate() {
+        if *color != qrcode::Color::Dark {
+            continue;
+        }
+        let (row, column) = (index / modules + QUIET, index % modules + QUIET);
+        for y in row * SCALE..(row + 1) * SCALE {
+            if let Some(line) =
+                pixels.get_mut(y * side + column * SCALE..y * side + (column + 1) * SCALE)
+            {
+                line.fill(0);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let side = u32::try_from(side).context("QR code size")?;
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().context("PNG")?;
+    writer.write_image_data(&pixels).context("PNG")?;
+    writer.finish().context("PNG")?;
+    Ok(out)
 }

@@ -310,6 +310,8 @@ async fn a_patient_and_a_practice_use_every_command() {
             "in-person",
             "--evidence",
             "id-card",
+            "--png",
+            work.path().join("code.png").to_str().unwrap(),
         ],
         "",
     )
@@ -319,6 +321,83 @@ async fn a_patient_and_a_practice_use_every_command() {
         proofed.contains('█') || proofed.contains('▀'),
         "a QR code is drawn"
     );
+    let png = work.path().join("code.png");
+    assert_eq!(
+        std::fs::read(&png).unwrap()[..8],
+        *b"\x89PNG\r\n\x1a\n",
+        "a PNG of the QR code"
+    );
+
+    // The patient requests the credential with the code (from stdin, never
+    // argv), checks it, and lifts the session to IAL2.
+    let code = field(&proofed, "code:").to_owned();
+    let issued = ok(&medvault(&patient, &["credential", "request"], &format!("{code}\n")).await);
+    assert!(issued.contains("Patient Credential"), "{issued}");
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&patient.join("device-key.p8")), 0o600);
+        assert_eq!(mode(&patient.join("patient-credential.jwt")), 0o600);
+    }
+    let shown = ok(&medvault(&patient, &["credential", "show"], "").await);
+    assert!(shown.contains("\"PatientCredential\""), "{shown}");
+    assert!(shown.contains("status: valid"), "{shown}");
+    assert!(
+        !shown.contains("anna@example.org"),
+        "no personal datum in it"
+    );
+    let whoami = ok(&medvault(&patient, &["account", "whoami"], "").await);
+    assert_eq!(field(&whoami, "assurance:"), "IAL1");
+    ok(&medvault(&patient, &["credential", "present"], "").await);
+    let whoami = ok(&medvault(&patient, &["account", "whoami"], "").await);
+    assert_eq!(field(&whoami, "assurance:"), "IAL2");
+    // A fresh login can present at once.
+    ok(&medvault(
+        &patient,
+        &[
+            "account",
+            "login",
+            "--email",
+            "anna@example.org",
+            "--patient-credential",
+        ],
+        "correct horse\n",
+    )
+    .await);
+    let whoami = ok(&medvault(&patient, &["account", "whoami"], "").await);
+    assert_eq!(field(&whoami, "assurance:"), "IAL2");
+    let issued_list = ok(&medvault(&practice, &["credential", "list"], "").await);
+    assert_eq!(issued_list.lines().count(), 1, "{issued_list}");
+    let credential_id = issued_list.split_whitespace().next().unwrap().to_owned();
+    ok(&medvault(
+        &practice,
+        &["credential", "revoke", &credential_id, "--suspend"],
+        "",
+    )
+    .await);
+    let shown = ok(&medvault(&patient, &["credential", "show"], "").await);
+    assert!(
+        shown.contains("status: NOT valid: the credential is suspended"),
+        "{shown}"
+    );
+    ok(&medvault(
+        &practice,
+        &["credential", "revoke", &credential_id, "--reinstate"],
+        "",
+    )
+    .await);
+    ok(&medvault(&practice, &["credential", "revoke", &credential_id], "").await);
+    let ended = medvault(&patient, &["account", "whoami"], "").await;
+    assert_eq!(
+        ended.status.code(),
+        Some(1),
+        "the IAL2 session ended with the credential"
+    );
+    ok(&medvault(
+        &patient,
+        &["account", "login", "--email", "anna@example.org"],
+        "correct horse\n",
+    )
+    .await);
     let refused = medvault(
         &patient,
         &[
