@@ -600,3 +600,114 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["detail"], "the credential is revoked");
 }
+
+/// The Python interpreter of the black-box tests (scripts/setup-python.sh
+/// makes the venv from conformance/requirements.txt); `None`, said as
+/// SKIPPED, when it cannot be made.
+fn python() -> Option<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/setup-python.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED jose interop: Python venv setup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// jwcrypto (not our JOSE code) verifies our request, credential, JWKS,
+/// did:web document and status list, and makes a request and a presentation
+/// that our server accepts (conformance/jose_interop.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jose_library_that_is_not_ours_agrees() {
+    let Some(python) = tokio::task::spawn_blocking(python).await.unwrap() else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let (patient, _practice, p, i) = setup(&server).await;
+    let (sdk_code, _) = i
+        .record_proofing(patient.uid, "in-person", "id-card")
+        .await
+        .unwrap();
+    let (code, _) = i
+        .record_proofing(patient.uid, "in-person", "id-card")
+        .await
+        .unwrap();
+    let device = SoftwareKey::generate().unwrap();
+    let (sdk_request, _) = credential_request(
+        &device,
+        &sdk_code,
+        medvault_client::USER_AGENT_ID,
+        "software",
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("ca.pem");
+    std::fs::write(&ca_file, &server.ca_pem).unwrap();
+    let input = json!({
+        "base_url": server.patient_url("/"),
+        "ca_file": ca_file,
+        "token": p.token(),
+        "code": code.as_str(),
+        "sdk_request": sdk_request,
+    })
+    .to_string();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../conformance/jose_interop.py"
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|line| line.ends_with(" passed, 0 failed")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .filter(|line| line.starts_with("ok "))
+            .count()
+            >= 12,
+        "{stdout}"
+    );
+}
