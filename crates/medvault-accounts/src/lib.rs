@@ -21,6 +21,7 @@ mod account_app;
 mod directory;
 mod documents;
 mod enrolment;
+mod export;
 mod login;
 mod throttle;
 
@@ -34,6 +35,7 @@ pub use documents::{
     MAX_SEALED_KEY, NewDocument,
 };
 pub use enrolment::{Enrolment, EnrolmentError, MAX_TANS, PASSWORD_SUITE, PasswordEnrolment};
+pub use export::{Export, MAX_EXPORT_AUDIT, MAX_EXPORT_DOCUMENTS};
 pub use login::{
     Accounts, CredentialError, CredentialInfo, LoginError, LoginGrant, LoginPolicy,
     SESSION_TOKEN_PREFIX, Session, SessionToken,

@@ -602,6 +602,10 @@ impl Accounts {
         Ok(rows.credential)
     }
 
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Refuses a session below IAL2 of a participant who holds an active
     /// Patient Credential: such a participant has shown that they can reach
     /// IAL2, so the weighty steps (removing a credential, exporting all data)

@@ -44,6 +44,13 @@ pub enum AccountCommand {
     Logout,
     /// Show who is logged in.
     Whoami,
+    /// Write everything the server holds about you to a file (JSON, mode
+    /// 0600). A holder of a Patient Credential needs an IAL2 session.
+    Export {
+        /// The file to write.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Approve the code a medvault login or registration page shows, letting
     /// the app that sent you there know who you are.
     Approve {
@@ -211,6 +218,15 @@ pub enum ProofingCommand {
         evidence: String,
         /// Also write the QR code as a PNG image to this file (mode 0600), to
         /// print or show on another screen.
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
+    },
+    /// A new code for a proofing whose code was lost or expired (the old one
+    /// stops working); refused once the patient holds the credential.
+    Code {
+        /// The proofing's id (printed by `proofing record`).
+        proofing: String,
+        /// Also write the QR code as a PNG image to this file (mode 0600).
         #[arg(long, value_name = "FILE")]
         png: Option<PathBuf>,
     },
@@ -427,6 +443,24 @@ pub async fn account(args: ProfileArgs, command: AccountCommand) -> anyhow::Resu
             }
             let host = session.approve_account_request(&code).await?;
             println!("approved: {host} now learns your UID");
+            Ok(())
+        }
+        AccountCommand::Export { output } => {
+            let session = context.session()?;
+            let export = session.export_account().await?;
+            write_private(&output, &serde_json::to_vec_pretty(&export)?)?;
+            println!(
+                "exported {} documents, {} audit entries to {}",
+                export
+                    .get("documents")
+                    .and_then(serde_json::Value::as_array)
+                    .map_or(0, Vec::len),
+                export
+                    .get("audit")
+                    .and_then(serde_json::Value::as_array)
+                    .map_or(0, Vec::len),
+                output.display()
+            );
             Ok(())
         }
         AccountCommand::Whoami => {
@@ -727,24 +761,34 @@ pub async fn proofing(args: ProfileArgs, command: ProofingCommand) -> anyhow::Re
             evidence,
             png,
         } => {
-            let (code, expires_at) = session
+            let issued = session
                 .record_proofing(parse_uid(&patient)?, &method, &evidence)
                 .await?;
-            let qr = qrcode::QrCode::new(code.as_bytes()).context("QR code")?;
-            let picture = qr
-                .render::<qrcode::render::unicode::Dense1x2>()
-                .quiet_zone(true)
-                .build();
-            println!("{picture}");
-            if let Some(path) = png {
-                write_private(&path, &qr_png(&qr)?)?;
-                println!("QR code image: {}", path.display());
-            }
-            println!("code: {}", code.as_str());
-            println!("valid until: {expires_at}");
-            Ok(())
+            show_code(&issued, png.as_deref())
+        }
+        ProofingCommand::Code { proofing, png } => {
+            let issued = session.reissue_proofing_code(&proofing).await?;
+            show_code(&issued, png.as_deref())
         }
     }
+}
+
+/// Prints a proofing's code as a terminal QR code and text (and writes a PNG).
+fn show_code(issued: &medvault_client::ProofingCode, png: Option<&Path>) -> anyhow::Result<()> {
+    let qr = qrcode::QrCode::new(issued.code.as_bytes()).context("QR code")?;
+    let picture = qr
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build();
+    println!("{picture}");
+    if let Some(path) = png {
+        write_private(path, &qr_png(&qr)?)?;
+        println!("QR code image: {}", path.display());
+    }
+    println!("code: {}", issued.code.as_str());
+    println!("valid until: {}", issued.expires_at);
+    println!("proofing: {}", issued.proofing_id);
+    Ok(())
 }
 
 /// A QR code as a grey-scale PNG: 8 pixels per module, a 4-module quiet zone.

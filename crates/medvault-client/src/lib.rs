@@ -35,7 +35,7 @@ pub use documents::{DocumentInfo, OpenedDocument};
 pub use patient_credential::{
     CheckedCredential, USER_AGENT_ID, credential_request, device_did, presentation,
 };
-pub use session::{CredentialSigner, Session, SessionState, VerifiedEntry};
+pub use session::{CredentialSigner, ProofingCode, Session, SessionState, VerifiedEntry};
 
 /// What went wrong, named for what the caller does next.
 #[derive(Debug, thiserror::Error)]

@@ -125,6 +125,12 @@ impl Session {
         self.client.get("api/v1/session", &self.token).await
     }
 
+    /// Everything the server holds about this participant (`GET
+    /// /api/v1/export`); a holder of a Patient Credential needs an IAL2 session.
+    pub async fn export_account(&self) -> Result<serde_json::Value, ClientError> {
+        self.client.get("api/v1/export", &self.token).await
+    }
+
     /// Ends the session on the server.
     pub async fn logout(self) -> Result<(), ClientError> {
         self.client.delete("api/v1/session", &self.token).await
@@ -197,19 +203,14 @@ impl Session {
 
     /// The session's institution records that it proofed `patient` (IAL2)
     /// with `method` and `evidence_type`; returns the one-time code for the
-    /// patient and when it expires.
+    /// patient, the proofing's id and when the code expires.
     pub async fn record_proofing(
         &self,
         patient: Uid,
         method: &str,
         evidence_type: &str,
-    ) -> Result<(Zeroizing<String>, String), ClientError> {
-        #[derive(serde::Deserialize)]
-        struct Issued {
-            code: String,
-            expires_at: String,
-        }
-        let issued: Issued = self
+    ) -> Result<ProofingCode, ClientError> {
+        let issued: ProofingCodeWire = self
             .client
             .post(
                 "api/v1/proofings",
@@ -221,7 +222,27 @@ impl Session {
                 Some(&self.token),
             )
             .await?;
-        Ok((Zeroizing::new(issued.code), issued.expires_at))
+        Ok(issued.into())
+    }
+
+    /// A new code for the institution's proofing `proofing_id` (the first was
+    /// lost or expired; it stops working).
+    pub async fn reissue_proofing_code(
+        &self,
+        proofing_id: &str,
+    ) -> Result<ProofingCode, ClientError> {
+        if proofing_id.len() != 32 || !proofing_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ClientError::Invalid("proofing id"));
+        }
+        let issued: ProofingCodeWire = self
+            .client
+            .post(
+                &format!("api/v1/proofings/{proofing_id}/code"),
+                &serde_json::json!({}),
+                Some(&self.token),
+            )
+            .await?;
+        Ok(issued.into())
     }
 
     /// What the Account App request showing `code` is for (`login` or
@@ -404,5 +425,41 @@ impl Client {
             root,
             signing_key,
         })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ProofingCodeWire {
+    proofing_id: String,
+    code: String,
+    expires_at: String,
+}
+
+impl From<ProofingCodeWire> for ProofingCode {
+    fn from(wire: ProofingCodeWire) -> Self {
+        Self {
+            proofing_id: wire.proofing_id,
+            code: Zeroizing::new(wire.code),
+            expires_at: wire.expires_at,
+        }
+    }
+}
+
+/// A proofing's one-time code, to hand to the patient.
+pub struct ProofingCode {
+    /// The proofing (for a new code later).
+    pub proofing_id: String,
+    /// The code (secret until used).
+    pub code: Zeroizing<String>,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+impl fmt::Debug for ProofingCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProofingCode")
+            .field("proofing_id", &self.proofing_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }

@@ -93,8 +93,12 @@ pub enum ProofingError {
     /// Only institutions proof identities.
     #[error("only an institution can record an identity proofing")]
     NotAnInstitution,
-    /// The subject is not a patient, or not actively connected with the institution.
-    #[error("the patient is unknown or not connected with this institution")]
+    /// The subject is not a patient, or not actively connected with the
+    /// institution (or, for a new code: the proofing is unknown, not this
+    /// institution's, or a credential was issued for it).
+    #[error(
+        "the patient is unknown or not connected with this institution, or the proofing is used"
+    )]
     NotConnectedPatient,
     /// The code is unknown, used, expired or bound to someone else.
     #[error("the code is unknown, used or expired")]
@@ -220,6 +224,58 @@ impl IdentityProofing {
             code: code.display(),
             expires_at,
             proofing_id: id,
+        })
+    }
+
+    /// A new one-time code for the session's institution's proofing
+    /// `proofing_id` (the first was lost or expired): the proofing's unused
+    /// codes stop working. Refused once a credential was issued for it or
+    /// when the patient is no longer connected.
+    pub async fn reissue(
+        &self,
+        session: &Session,
+        proofing_id: &str,
+    ) -> Result<IssuedCode, ProofingError> {
+        let institution = session.uid.to_string();
+        if !matches!(
+            self.kind(&institution).await?,
+            Some(ParticipantKind::Institution(_))
+        ) {
+            return Err(ProofingError::NotAnInstitution);
+        }
+        let code = RecoveryCode::generate(CodeKind::Tan).map_err(|_| ProofingError::Code)?;
+        let now = self.clock.now();
+        let expires_at = now + self.code_lifetime;
+        let patient = self
+            .store
+            .reissue_credential_code(
+                &institution,
+                proofing_id,
+                &code_hash(&code),
+                expires_at,
+                now,
+            )
+            .await?
+            .ok_or(ProofingError::NotConnectedPatient)?;
+        let detail = AuditDetail::new()
+            .with("proofing_id", proofing_id)
+            .map_err(|error| ProofingError::Audit(error.to_string()))?;
+        self.audit
+            .append(
+                AuditEvent::new(
+                    institution,
+                    patient,
+                    "identity.code_reissued",
+                    Outcome::Success,
+                )
+                .with_detail(detail),
+            )
+            .await
+            .map_err(|error| ProofingError::Audit(error.to_string()))?;
+        Ok(IssuedCode {
+            code: code.display(),
+            expires_at,
+            proofing_id: proofing_id.to_owned(),
         })
     }
 

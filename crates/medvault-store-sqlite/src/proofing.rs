@@ -84,6 +84,71 @@ impl ProofingStore for SqliteStore {
         proofing(&row).map(Some)
     }
 
+    async fn reissue_credential_code(
+        &self,
+        institution_uid: &str,
+        proofing_id: &str,
+        code_hash: &[u8],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
+        let found = sqlx::query(
+            "SELECT p.patient_uid FROM identity_proofings p
+             JOIN connections k ON k.uid_low = min(p.institution_uid, p.patient_uid)
+                               AND k.uid_high = max(p.institution_uid, p.patient_uid)
+             WHERE p.id = ? AND p.institution_uid = ? AND k.state = 'active'
+               AND NOT EXISTS (SELECT 1 FROM patient_credentials c WHERE c.proofing_id = p.id)",
+        )
+        .bind(proofing_id)
+        .bind(institution_uid)
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let patient_uid: String = found.try_get("patient_uid").map_err(map_error)?;
+        sqlx::query("UPDATE credential_codes SET used_at_us = ? WHERE proofing_id = ? AND used_at_us IS NULL")
+            .bind(to_unix_micros(now))
+            .bind(proofing_id)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        sqlx::query(
+            "INSERT INTO credential_codes (code_hash, format, proofing_id, patient_uid, expires_at_us, used_at_us)
+             VALUES (?, 1, ?, ?, ?, NULL)",
+        )
+        .bind(code_hash)
+        .bind(proofing_id)
+        .bind(&patient_uid)
+        .bind(to_unix_micros(expires_at))
+        .execute(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        transaction.commit().await.map_err(map_error)?;
+        Ok(Some(patient_uid))
+    }
+
+    async fn proofings_of_patient(
+        &self,
+        patient_uid: &str,
+    ) -> Result<Vec<ProofingRowV1>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, institution_uid, patient_uid, assurance, method, evidence_type, proofed_by, proofed_at_us
+             FROM identity_proofings WHERE patient_uid = ? ORDER BY proofed_at_us DESC, id",
+        )
+        .bind(patient_uid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(proofing).collect()
+    }
+
     async fn record_jti(
         &self,
         jti: &str,

@@ -1108,6 +1108,11 @@ pub async fn proofing_codes_and_jtis_are_single_use(store: &dyn Store) {
         expires_at: T0 + Duration::minutes(10),
     };
     store.insert_proofing(&proofing, &code).await.unwrap();
+    assert_eq!(
+        store.proofings_of_patient(&patient).await.unwrap(),
+        vec![proofing.clone()]
+    );
+    assert!(store.proofings_of_patient(&other).await.unwrap().is_empty());
     // An unknown method (or a second code with the same hash) stores nothing.
     let bad = ProofingRowV1 {
         id: "proofing-2".to_owned(),
@@ -1481,6 +1486,71 @@ pub async fn patient_credentials_issue_once_and_revoke_for_good(store: &dyn Stor
     );
     assert!(store.holds_patient_credential(&patient, T0).await.unwrap());
     assert!(!store.holds_patient_credential(&other, T0).await.unwrap());
+
+    // A new code for a proofing: only its institution's, only before issuance,
+    // only while the patient is connected; the old unused code stops working.
+    let until = T0 + Duration::minutes(20);
+    assert_eq!(
+        store
+            .reissue_credential_code(&institution, &winner.proofing_id, &[20; 32], until, T0)
+            .await
+            .unwrap(),
+        None,
+        "a credential was issued for it"
+    );
+    assert_eq!(
+        store
+            .reissue_credential_code(&other, "p-3", &[21; 32], until, T0)
+            .await
+            .unwrap(),
+        None,
+        "not that institution's"
+    );
+    assert_eq!(
+        store
+            .reissue_credential_code(&institution, "p-3", &[22; 32], until, T0)
+            .await
+            .unwrap(),
+        None,
+        "not connected"
+    );
+    let (low, high) = crate::connection_pair(&institution, &patient);
+    store
+        .insert_connection(&ConnectionRowV1 {
+            uid_low: low.to_owned(),
+            uid_high: high.to_owned(),
+            inviter: institution.clone(),
+            state: "pending".to_owned(),
+            created_at: T0,
+            accepted_at: None,
+        })
+        .await
+        .unwrap();
+    store
+        .accept_connection(low, high, &patient, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reissue_credential_code(&institution, "p-3", &[22; 32], until, T0)
+            .await
+            .unwrap(),
+        Some(patient.clone())
+    );
+    assert_eq!(
+        store
+            .peek_credential_code(&[3; 32], &patient, T0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .peek_credential_code(&[22; 32], &patient, T0)
+            .await
+            .unwrap(),
+        Some(proofing("p-3"))
+    );
 
     // An IAL2 session: the nonce is bound to its account and taken once.
     let session = SessionRowV1 {

@@ -62,6 +62,27 @@ pub trait ProofingStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<Option<ProofingRowV1>, StoreError>;
 
+    /// A new code (by its hash) for the proofing `proofing_id` made by
+    /// `institution_uid`, in one transaction: the proofing's unused codes stop
+    /// working and the new one is stored, bound to the proofing's patient,
+    /// whose UID is returned. `None` (nothing changed) if the proofing is not
+    /// that institution's, a credential was issued for it, or the patient is
+    /// no longer actively connected with the institution.
+    async fn reissue_credential_code(
+        &self,
+        institution_uid: &str,
+        proofing_id: &str,
+        code_hash: &[u8],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// The identity proofings of a patient, newest first.
+    async fn proofings_of_patient(
+        &self,
+        patient_uid: &str,
+    ) -> Result<Vec<ProofingRowV1>, StoreError>;
+
     /// Records a request's `jti` until `expires_at`; `false` if it was seen
     /// and has not expired at `now` (a replay).
     async fn record_jti(

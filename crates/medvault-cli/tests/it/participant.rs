@@ -330,7 +330,14 @@ async fn a_patient_and_a_practice_use_every_command() {
 
     // The patient requests the credential with the code (from stdin, never
     // argv), checks it, and lifts the session to IAL2.
-    let code = field(&proofed, "code:").to_owned();
+    // A new code for the proofing replaces the first.
+    let stale = field(&proofed, "code:").to_owned();
+    let proofing_id = field(&proofed, "proofing:").to_owned();
+    let renewed = ok(&medvault(&practice, &["proofing", "code", &proofing_id], "").await);
+    let code = field(&renewed, "code:").to_owned();
+    assert_ne!(code, stale);
+    let refused = medvault(&patient, &["credential", "request"], &format!("{stale}\n")).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     let issued = ok(&medvault(&patient, &["credential", "request"], &format!("{code}\n")).await);
     assert!(issued.contains("Patient Credential"), "{issued}");
     #[cfg(unix)]

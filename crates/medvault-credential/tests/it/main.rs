@@ -216,6 +216,12 @@ async fn a_connected_patient_is_proofed_and_the_code_works_once() {
 
 const CLIENT: &str = "urn:medvault:app:patient-app";
 
+fn device_did(key: &SoftwareKey) -> String {
+    P256PublicKey::from_uncompressed(&key.public_key())
+        .unwrap()
+        .did_key()
+}
+
 fn request(key: &SoftwareKey, overrides: serde_json::Value) -> String {
     let public = P256PublicKey::from_uncompressed(&key.public_key()).unwrap();
     let now = datetime!(2026-11-23 09:00 UTC).unix_timestamp();
@@ -395,4 +401,150 @@ async fn issuer_keys_sign_rotate_and_stay_published_while_needed() {
         )
         .is_err()
     );
+}
+
+/// With a manual clock: an expired code issues nothing; a credential stays
+/// verifiable across a key rotation until it expires (the old key stays
+/// published that long); an expired or not-yet-valid credential fails.
+#[tokio::test]
+async fn credentials_outlive_a_key_rotation_and_then_expire() {
+    let fixture = fixture().await;
+    let practice = participant(&fixture, "institution:practice", Some("Praxis Nord")).await;
+    let patient = participant(&fixture, "patient", None).await;
+    connect(&fixture, practice, patient).await;
+    let keys = medvault_credential::IssuerKeys::new(
+        fixture.store.clone(),
+        fixture.clock.clone(),
+        zeroize::Zeroizing::new(vec![7; 32]),
+    )
+    .unwrap();
+    let names =
+        medvault_credential::DidWeb::new(&"https://ddr.example:8443/".parse().unwrap()).unwrap();
+    let audience = names.server().to_owned();
+    let issuer = medvault_credential::CredentialIssuer::new(
+        fixture.store.clone(),
+        fixture.clock.clone(),
+        fixture.audit.clone(),
+        keys.clone(),
+        names.clone(),
+        medvault_credential::IssuancePolicy {
+            request: RequestPolicy::new(vec![CLIENT.to_owned()]),
+            audience: audience.clone(),
+            lifetime: Duration::days(30),
+            status_list_lifetime: Duration::minutes(5),
+        },
+    );
+    let verifier = medvault_credential::CredentialVerifier::new(
+        fixture.store.clone(),
+        fixture.clock.clone(),
+        names,
+        audience,
+        Duration::seconds(60),
+    );
+    let device = SoftwareKey::generate().unwrap();
+    let now = || fixture.clock.now().unix_timestamp();
+    let request_for = |code: &str, jti: &str, iat: i64| {
+        request(
+            &device,
+            json!({ "code": code, "jti": jti, "iat": iat, "exp": iat + 120 }),
+        )
+    };
+
+    // An expired code issues nothing.
+    let late = fixture
+        .proofing
+        .record(
+            &session(practice),
+            patient,
+            ProofingMethod::InPerson,
+            EvidenceType::IdCard,
+        )
+        .await
+        .unwrap();
+    fixture.clock.advance(Duration::minutes(11));
+    let refused = issuer
+        .issue(
+            &session(patient),
+            &request_for(&late.code, "jti-expired-code-0001", now()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, medvault_credential::IssueError::Code),
+        "{refused}"
+    );
+
+    let code = fixture
+        .proofing
+        .record(
+            &session(practice),
+            patient,
+            ProofingMethod::InPerson,
+            EvidenceType::IdCard,
+        )
+        .await
+        .unwrap();
+    let issued = issuer
+        .issue(
+            &session(patient),
+            &request_for(&code.code, "jti-rotation-000001", now()),
+        )
+        .await
+        .unwrap();
+    let verified = verifier.verify(&issued.jwt).await.unwrap();
+    assert_eq!(verified.patient, patient);
+    assert_eq!(verified.institution, practice);
+    assert_eq!(verified.claims.sub, device_did(&device));
+
+    // Rotation: new credentials use the new key, the old one stays published.
+    let new_kid = keys.rotate(practice).await.unwrap();
+    fixture.clock.advance(Duration::days(10));
+    assert!(
+        verifier.verify(&issued.jwt).await.is_ok(),
+        "old key still published"
+    );
+    let published = keys.jwks(Some(practice)).await.unwrap();
+    assert_eq!(published.len(), 2);
+    let second_code = fixture
+        .proofing
+        .record(
+            &session(practice),
+            patient,
+            ProofingMethod::InPerson,
+            EvidenceType::IdCard,
+        )
+        .await
+        .unwrap();
+    let second = issuer
+        .issue(
+            &session(patient),
+            &request_for(&second_code.code, "jti-rotation-000002", now()),
+        )
+        .await
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            second.jwt.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid);
+
+    // After the first credential's expiry it fails, and its key is gone.
+    fixture.clock.advance(Duration::days(21));
+    assert!(matches!(
+        verifier.verify(&issued.jwt).await,
+        Err(medvault_credential::VerifyError::UnknownKey
+            | medvault_credential::VerifyError::Time(_))
+    ));
+    assert_eq!(keys.jwks(Some(practice)).await.unwrap().len(), 1);
+    assert!(verifier.verify(&second.jwt).await.is_ok());
+    fixture.clock.advance(Duration::days(10));
+    assert!(matches!(
+        verifier.verify(&second.jwt).await,
+        Err(medvault_credential::VerifyError::UnknownKey
+            | medvault_credential::VerifyError::Time(_))
+    ));
 }

@@ -9,6 +9,7 @@
 mod account_app;
 mod accounts;
 mod documents;
+mod export;
 mod patient_credentials;
 mod proofing;
 
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .merge(account_app::routes())
         .merge(proofing::routes())
         .merge(patient_credentials::routes())
+        .merge(export::routes())
 }
 
 /// The document upload route, which takes bodies up to the document limit.

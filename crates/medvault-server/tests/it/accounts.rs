@@ -563,6 +563,8 @@ async fn the_openapi_document_describes_every_route() {
         "/.well-known/did.json",
         "/institutions/{uid}/did.json",
         "/institutions/{uid}/status/{purpose}",
+        "/api/v1/proofings/{id}/code",
+        "/api/v1/export",
     ] {
         assert!(document["paths"][path].is_object(), "{path} undocumented");
     }

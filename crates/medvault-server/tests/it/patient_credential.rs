@@ -109,16 +109,40 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
         return;
     };
     let (patient, practice, mut p, i) = setup(&server).await;
-    let (code, _) = i
+    let first = i
         .record_proofing(patient.uid, "in-person", "id-card")
         .await
         .unwrap();
     let device = SoftwareKey::generate().unwrap();
+    // A new code for the proofing (the first was lost): the first stops working.
+    let code = i.reissue_proofing_code(&first.proofing_id).await.unwrap();
+    assert_eq!(code.proofing_id, first.proofing_id);
+    let stale = p
+        .request_patient_credential(&device, &first.code, "software")
+        .await
+        .unwrap_err();
+    assert_eq!(stale.status(), Some(400), "{stale}");
+    assert_eq!(
+        p.reissue_proofing_code(&first.proofing_id)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403),
+        "only institutions"
+    );
     // The SDK checks the credential against the institution's did:web document.
     let issued = p
-        .request_patient_credential(&device, &code, "software")
+        .request_patient_credential(&device, &code.code, "software")
         .await
         .unwrap();
+    assert_eq!(
+        i.reissue_proofing_code(&first.proofing_id)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403),
+        "no new code once the credential is issued"
+    );
     assert_eq!(issued.institution_uid, practice.uid.to_string());
     let vc = claims(&issued.credential);
     let names = medvault_credential::DidWeb::new(&server.state().config.public_base_url).unwrap();
@@ -190,6 +214,17 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
     let refused = p.remove_credential(&superpin).await.unwrap_err();
     assert_eq!(refused.status(), Some(403), "{refused}");
     assert_eq!(p.whoami().await.unwrap().assurance, "IAL1");
+    let refused = p.export_account().await.unwrap_err();
+    assert_eq!(refused.status(), Some(403), "export needs IAL2: {refused}");
+    // An institution (no credential of its own) exports at once.
+    let practice_export = i.export_account().await.unwrap();
+    assert_eq!(
+        practice_export["patient_credentials"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     let old_token = p.token().to_owned();
     let presented = p
@@ -206,6 +241,25 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(old.status(), 401, "the IAL1 session was replaced");
+    let export = p.export_account().await.unwrap();
+    assert_eq!(export["format"], "medvault-export/1");
+    assert_eq!(export["participant"]["uid"], patient.uid.to_string());
+    assert_eq!(export["identity_proofings"][0]["method"], "in-person");
+    assert_eq!(export["patient_credentials"][0]["id"], issued.id);
+    assert_eq!(export["audit_complete"], true);
+    let events: Vec<&str> = export["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["event_type"].as_str().unwrap())
+        .collect();
+    for event in [
+        "identity.proofed",
+        "patient_credential.issued",
+        "session.ial2",
+    ] {
+        assert!(events.contains(&event), "{event} in {events:?}");
+    }
     p.remove_credential(&superpin).await.unwrap();
 
     // Suspension: verification fails and the IAL2 session ends; reinstating
@@ -330,7 +384,11 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
         return;
     };
     let (patient, practice, p, i) = setup(&server).await;
-    let (code, _) = i.record_proofing(patient.uid, "eid", "eid").await.unwrap();
+    let code = i
+        .record_proofing(patient.uid, "eid", "eid")
+        .await
+        .unwrap()
+        .code;
     let device = SoftwareKey::generate().unwrap();
     let other = SoftwareKey::generate().unwrap();
     let issue = |request: String| {
@@ -418,10 +476,11 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
     // A reused code, and a replayed jti with a fresh code, are refused.
     let response = issue(sign_es256(&header, &good, &device).unwrap()).await;
     assert_eq!(response.status(), 400);
-    let (second_code, _) = i
+    let second_code = i
         .record_proofing(patient.uid, "in-person", "passport")
         .await
-        .unwrap();
+        .unwrap()
+        .code;
     let mut replay = good.clone();
     replay["code"] = json!(second_code.as_str());
     let response = issue(sign_es256(&header, &replay, &device).unwrap()).await;
@@ -439,10 +498,11 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
     assert_eq!(issue(fresh).await.status(), 201);
 
     // A code is bound to its patient: another patient cannot use it.
-    let (third_code, _) = i
+    let third_code = i
         .record_proofing(patient.uid, "in-person", "passport")
         .await
-        .unwrap();
+        .unwrap()
+        .code;
     let intruder_account = server
         .sdk()
         .register(NewAccount {
@@ -638,14 +698,16 @@ async fn a_jose_library_that_is_not_ours_agrees() {
     };
     let server = TestServer::start().await;
     let (patient, _practice, p, i) = setup(&server).await;
-    let (sdk_code, _) = i
+    let sdk_code = i
         .record_proofing(patient.uid, "in-person", "id-card")
         .await
-        .unwrap();
-    let (code, _) = i
+        .unwrap()
+        .code;
+    let code = i
         .record_proofing(patient.uid, "in-person", "id-card")
         .await
-        .unwrap();
+        .unwrap()
+        .code;
     let device = SoftwareKey::generate().unwrap();
     let (sdk_request, _) = credential_request(
         &device,
