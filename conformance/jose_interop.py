@@ -187,7 +187,11 @@ def main():
     except Exception as error:  # noqa: BLE001
         check("the credential verifies with the JWKS (kid lookup)", False, repr(error))
         claims = payload
-    check("the credential header is ES256 with a kid", header.get("alg") == "ES256" and header.get("kid"))
+    check(
+        "the credential header is ES256, typ vc+jwt, with a kid",
+        header.get("alg") == "ES256" and header.get("typ") == "vc+jwt" and header.get("kid"),
+        json.dumps(header),
+    )
     check(
         "the credential has the claims of spec 003",
         set(claims) >= {"iss", "sub", "aud", "iat", "exp", "jti", "vc"}
@@ -244,6 +248,7 @@ def main():
             "exp": now + 60,
             "vp": {"type": ["VerifiablePresentation"], "verifiableCredential": [credential]},
         },
+        {"alg": "ES256", "typ": "vp+jwt"},
     )
     status, presented = server.json("POST", "/api/v1/session/presentation", {"presentation": presentation}, token)
     check("a presentation signed by jwcrypto opens an IAL2 session", status == 200 and presented["assurance"] == "IAL2", f"{status} {presented}")

@@ -484,17 +484,22 @@ impl Accounts {
             .with("pc_id", patient_credential_id)
             .and_then(|detail| detail.with("wc_id", session.credential_id.as_str()))
             .map_err(|error| LoginError::Audit(error.to_string()))?;
-        self.audit_event(
-            AuditEvent::new(
-                session.uid.to_string(),
-                session.uid.to_string(),
-                "session.ial2",
-                Outcome::Success,
+        // The old session is gone: the user must get the new one even if the
+        // audit trail cannot be written now (reported in the operational log).
+        if let Err(error) = self
+            .audit_event(
+                AuditEvent::new(
+                    session.uid.to_string(),
+                    session.uid.to_string(),
+                    "session.ial2",
+                    Outcome::Success,
+                )
+                .with_detail(detail),
             )
-            .with_detail(detail),
-        )
-        .await
-        .map_err(LoginError::Audit)?;
+            .await
+        {
+            tracing::error!(%error, "IAL2 session opened but not audited");
+        }
         Ok((
             SessionToken(new_token),
             Session {

@@ -87,7 +87,7 @@ pub fn presentation(
             "verifiableCredential": [credential],
         },
     });
-    let mut header = JwsHeader::es256("JWT");
+    let mut header = JwsHeader::es256("vp+jwt");
     header.kid = Some(format!(
         "{holder}#{}",
         holder.trim_start_matches("did:key:")

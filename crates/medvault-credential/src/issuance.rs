@@ -28,6 +28,10 @@ use crate::vc::{
     PatientCredentialClaims, Physician, StatusEntry,
 };
 
+/// The `typ` of credentials and status lists (JOSE-secured VCs): a
+/// device-key JWS (`JWT` requests, `vp+jwt` presentations) never passes as one.
+pub const CREDENTIAL_TYP: &str = "vc+jwt";
+
 /// What issuance may do.
 #[derive(Debug, Clone)]
 pub struct IssuancePolicy {
@@ -217,7 +221,7 @@ impl CredentialIssuer {
         self.keys.signed_until(&kid, expires_at).await?;
         let id = random_hex(16)?;
         let did = self.names.institution(institution);
-        let mut header = JwsHeader::es256("JWT");
+        let mut header = JwsHeader::es256(CREDENTIAL_TYP);
         header.kid = Some(kid.clone());
         for _ in 0..4 {
             let index = random_index()?;
@@ -283,17 +287,25 @@ impl CredentialIssuer {
                 .await?
             {
                 CredentialIssue::Issued => {
-                    self.audit(
-                        &patient,
-                        &patient,
-                        "patient_credential.issued",
-                        &[
-                            ("pc_id", id.as_str()),
-                            ("issuer_uid", proofing.institution_uid.as_str()),
-                            ("key_protection", request.key_protection.as_str()),
-                        ],
-                    )
-                    .await?;
+                    // The credential is stored: the holder must get it even if
+                    // the audit trail cannot be written now (a lost credential
+                    // would strand them: the code is used). The failure is
+                    // reported in the operational log.
+                    if let Err(error) = self
+                        .audit(
+                            &patient,
+                            &patient,
+                            "patient_credential.issued",
+                            &[
+                                ("pc_id", id.as_str()),
+                                ("issuer_uid", proofing.institution_uid.as_str()),
+                                ("key_protection", request.key_protection.as_str()),
+                            ],
+                        )
+                        .await
+                    {
+                        tracing::error!(%error, "patient credential issued but not audited");
+                    }
                     return Ok(IssuedCredential {
                         id,
                         jwt,
@@ -388,11 +400,14 @@ impl CredentialIssuer {
             .patient_credential_indexes(&institution.to_string(), purpose.marks(), now)
             .await?;
         let encoded = encode_status_list(&set).map_err(|_| IssueError::Internal("status list"))?;
-        let (kid, key) = self.keys.signing_key(institution).await?;
+        // An institution that never issued has no list (and a read makes no key).
+        let Some((kid, key)) = self.keys.existing_signing_key(institution).await? else {
+            return Ok(None);
+        };
         let list = self.names.status_list(institution, purpose.as_str());
         let expires_at = now + self.policy.status_list_lifetime;
         self.keys.signed_until(&kid, expires_at).await?;
-        let mut header = JwsHeader::es256("JWT");
+        let mut header = JwsHeader::es256(CREDENTIAL_TYP);
         header.kid = Some(kid);
         let claims = json!({
             "iss": self.names.institution(institution),

@@ -104,19 +104,30 @@ impl IssuerKeys {
         &self,
         institution: Uid,
     ) -> Result<(String, SoftwareKey), IssuerKeyError> {
-        let row = match self
+        if let Some(found) = self.existing_signing_key(institution).await? {
+            return Ok(found);
+        }
+        match self.rotate(institution).await {
+            // Another node made the first key at the same moment: use theirs.
+            Ok(_) | Err(IssuerKeyError::Store(StoreError::Conflict(_))) => {}
+            Err(error) => return Err(error),
+        }
+        self.existing_signing_key(institution)
+            .await?
+            .ok_or(IssuerKeyError::Crypto("no current key"))
+    }
+
+    /// The institution's current signing key, if it has one (never makes one).
+    pub async fn existing_signing_key(
+        &self,
+        institution: Uid,
+    ) -> Result<Option<(String, SoftwareKey)>, IssuerKeyError> {
+        let Some(row) = self
             .store
             .current_issuer_key(&institution.to_string())
             .await?
-        {
-            Some(row) => row,
-            None => {
-                self.rotate(institution).await?;
-                self.store
-                    .current_issuer_key(&institution.to_string())
-                    .await?
-                    .ok_or(IssuerKeyError::Crypto("no current key"))?
-            }
+        else {
+            return Ok(None);
         };
         let binding = binding(&row.institution_uid, &row.kid);
         let kek = KeyEncryptionKey::derive(&self.secret, &binding)
@@ -126,7 +137,7 @@ impl IssuerKeys {
         let key = kek
             .unwrap_signing_key(&wrapped, &binding)
             .map_err(|_| IssuerKeyError::Crypto("unwrap (wrong issuer secret?)"))?;
-        Ok((row.kid, key))
+        Ok(Some((row.kid, key)))
     }
 
     /// Keeps `kid` published until `until` (the expiry of a credential it signed).

@@ -29,11 +29,13 @@ mod verify;
 
 pub use did_web::DidWeb;
 pub use issuance::{
-    CredentialIssuer, CredentialStatus, IssuancePolicy, IssueError, IssuedCredential,
+    CREDENTIAL_TYP, CredentialIssuer, CredentialStatus, IssuancePolicy, IssueError,
+    IssuedCredential,
 };
 pub use issuer::{IssuerKeyError, IssuerKeys};
 pub use presentation::{
-    MAX_PRESENTATION_LIFETIME, PresentError, PresentationChallenge, PresentationLogin,
+    MAX_PRESENTATION_LIFETIME, PRESENTATION_TYP, PresentError, PresentationChallenge,
+    PresentationLogin,
 };
 pub use proofing::{EvidenceType, IdentityProofing, IssuedCode, ProofingError, ProofingMethod};
 pub use request::{

@@ -12,7 +12,7 @@
 //! (a session without one could read no document). The IAL2 session ends
 //! when the credential is revoked, suspended or expires.
 //!
-//! Presentation payload: `iss` (the holder's DID = the credential's `sub`),
+//! Presentation: header `typ` `vp+jwt`; payload `iss` (the holder's DID = the credential's `sub`),
 //! `aud` (the server's audience), `nonce`, `iat`, `exp` (at most 5 minutes
 //! after `iat`), `vp` {`type` ["VerifiablePresentation"],
 //! `verifiableCredential` [the credential JWT]}.
@@ -32,6 +32,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::vc::audience_contains;
 use crate::verify::{CredentialVerifier, MAX_CREDENTIAL_LEN, VerifiedCredential, VerifyError};
+
+/// The `typ` of a presentation's JWS header.
+pub const PRESENTATION_TYP: &str = "vp+jwt";
 
 /// The longest `exp - iat` of a presentation.
 pub const MAX_PRESENTATION_LIFETIME: Duration = Duration::minutes(5);
@@ -56,6 +59,9 @@ pub enum PresentError {
     /// The credential inside failed verification.
     #[error(transparent)]
     Credential(VerifyError),
+    /// The account holds no active Patient Credential.
+    #[error("this account holds no active Patient Credential")]
+    NoCredential,
     /// The credential was issued to someone else.
     #[error("the credential was not issued to this account")]
     NotYours,
@@ -128,11 +134,20 @@ impl PresentationLogin {
         }
     }
 
-    /// A fresh nonce for the session's account.
+    /// A fresh nonce for the session's account, which must hold an active
+    /// Patient Credential; it replaces the account's earlier nonces (so an
+    /// account has one live nonce, and nonces cannot pile up).
     pub async fn challenge(
         &self,
         session: &Session,
     ) -> Result<PresentationChallenge, PresentError> {
+        if !self
+            .store
+            .holds_patient_credential(&session.uid.to_string(), self.clock.now())
+            .await?
+        {
+            return Err(PresentError::NoCredential);
+        }
         let mut bytes = [0u8; 32];
         random_fill(&mut bytes).map_err(|_| PresentError::Internal("random source"))?;
         let nonce = URL_SAFE_NO_PAD.encode(bytes);
@@ -167,6 +182,9 @@ impl PresentationLogin {
             return Err(PresentError::Malformed("too long"));
         }
         let jws = UnverifiedJws::parse(presentation).map_err(|_| PresentError::Malformed("jws"))?;
+        if jws.header().typ.as_deref() != Some(PRESENTATION_TYP) {
+            return Err(PresentError::Malformed("typ must be vp+jwt"));
+        }
         let unverified: PresentationClaims = jws
             .claims_unverified()
             .map_err(|_| PresentError::Malformed("claims"))?;

@@ -118,8 +118,11 @@ pub enum RequestError {
     /// Not a compact ES256 JWS, or a claim is missing or malformed.
     #[error("malformed credential request: {0}")]
     Malformed(&'static str),
-    /// `sub` is not a `did:key` or `did:jwk` of a P-256 key.
-    #[error("sub must be a did:key or did:jwk of a P-256 key")]
+    /// `sub` is not a `did:key` or `did:jwk` of a P-256 key in its one
+    /// spelling (no fragment; a `did:jwk` with `kty`, `crv`, `x`, `y` only).
+    #[error(
+        "sub must be a did:key or did:jwk (kty, crv, x, y only) of a P-256 key, without a fragment"
+    )]
     Subject,
     /// `jwk` (claim or header) is not the key `sub` names.
     #[error("jwk is not the key that sub names")]
@@ -141,6 +144,34 @@ pub enum RequestError {
     Time(&'static str),
 }
 
+/// Whether `sub` is the one spelling of its key: the `did:key`, or a
+/// `did:jwk` whose JWK holds `kty`, `crv`, `x` and `y` only; no fragment. A
+/// holder can then put no chosen text into the credential, and one key has
+/// one subject.
+fn canonical_subject(sub: &str, key: &P256PublicKey) -> bool {
+    use base64::Engine as _;
+    if sub.contains('#') {
+        return false;
+    }
+    if sub.starts_with("did:key:") {
+        return sub == key.did_key();
+    }
+    let Some(encoded) = sub.strip_prefix("did:jwk:") else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).is_ok_and(
+        |object| {
+            object.len() == 4
+                && ["kty", "crv", "x", "y"]
+                    .iter()
+                    .all(|name| object.get(*name).is_some_and(serde_json::Value::is_string))
+        },
+    )
+}
+
 /// Checks a credential request at `now` under `policy`.
 pub fn verify_credential_request(
     compact: &str,
@@ -152,7 +183,15 @@ pub fn verify_credential_request(
     let unverified: RequestClaims = jws
         .claims_unverified()
         .map_err(|_| RequestError::Malformed("claims"))?;
+    // Only a device-key JWS typed as a plain JWT (or untyped) is a request: a
+    // presentation (`vp+jwt`) or a credential (`vc+jwt`) never passes as one.
+    if !matches!(jws.header().typ.as_deref(), None | Some("JWT")) {
+        return Err(RequestError::Malformed("typ"));
+    }
     let device_key = resolve_did(&unverified.sub).map_err(|_| RequestError::Subject)?;
+    if !canonical_subject(&unverified.sub, &device_key) {
+        return Err(RequestError::Subject);
+    }
     for jwk in [jws.header().jwk.as_ref(), unverified.jwk.as_ref()]
         .into_iter()
         .flatten()

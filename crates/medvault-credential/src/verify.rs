@@ -55,6 +55,9 @@ pub enum VerifyError {
     /// No credential of the issuer matches (not issued here, or altered).
     #[error("the credential is unknown to its issuer")]
     Unknown,
+    /// Stored data does not have the expected shape.
+    #[error("stored credential data is malformed: {0}")]
+    Corrupt(&'static str),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -128,6 +131,9 @@ impl CredentialVerifier {
             return Err(VerifyError::Malformed("too long"));
         }
         let jws = UnverifiedJws::parse(compact).map_err(|_| VerifyError::Malformed("jws"))?;
+        if jws.header().typ.as_deref() != Some(crate::issuance::CREDENTIAL_TYP) {
+            return Err(VerifyError::Malformed("typ must be vc+jwt"));
+        }
         let kid = jws
             .header()
             .kid
@@ -159,9 +165,9 @@ impl CredentialVerifier {
             .find(|row| row.kid == kid)
             .ok_or(VerifyError::UnknownKey)?;
         let jwk = serde_json::from_str(&key.public_jwk)
-            .map_err(|_| VerifyError::Malformed("stored issuer key"))?;
-        let issuer_key = P256PublicKey::from_jwk(&jwk)
-            .map_err(|_| VerifyError::Malformed("stored issuer key"))?;
+            .map_err(|_| VerifyError::Corrupt("issuer key"))?;
+        let issuer_key =
+            P256PublicKey::from_jwk(&jwk).map_err(|_| VerifyError::Corrupt("issuer key"))?;
         let claims: PatientCredentialClaims = jws
             .verify(&issuer_key)
             .map_err(|_| VerifyError::Signature)?
@@ -222,7 +228,7 @@ impl CredentialVerifier {
             patient: row
                 .patient_uid
                 .parse()
-                .map_err(|_| VerifyError::Malformed("stored patient uid"))?,
+                .map_err(|_| VerifyError::Corrupt("patient uid"))?,
             subject: claims.sub.clone(),
             device_key,
             jti: claims.jti.clone(),

@@ -110,9 +110,13 @@ fn credential(c: &mut Criterion) {
             let (patient_session, practice_session) =
                 (patient_session.clone(), practice_session.clone());
             let device = &device;
+            let clock = server.clock.clone();
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
+                    // The test server's clock is manual: keep it at the wall
+                    // clock, which the client's iat/exp use.
+                    clock.set(medvault_testkit::wall_clock_now());
                     let code = state
                         .proofing
                         .record(
@@ -155,6 +159,7 @@ fn credential(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
+                server.clock.set(medvault_testkit::wall_clock_now());
                 runtime
                     .block_on(p.present_patient_credential(&device, &jwt))
                     .unwrap();

@@ -70,6 +70,21 @@ impl PatientCredentialStore for PostgresStore {
     ) -> Result<CredentialIssue, StoreError> {
         let now_us = to_unix_micros(now);
         let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        // The proofing row first (locked on PostgreSQL): a new code for it
+        // (reissue) and this issuance take turns, and a proofing gets one
+        // credential.
+        let open = sqlx::query(
+            "SELECT 1 FROM identity_proofings p WHERE p.id = $1 AND p.patient_uid = $2
+               AND NOT EXISTS (SELECT 1 FROM patient_credentials c WHERE c.proofing_id = p.id) FOR UPDATE",
+        )
+        .bind(&credential.proofing_id)
+        .bind(&credential.patient_uid)
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        if open.is_none() {
+            return Ok(CredentialIssue::CodeRefused);
+        }
         let used = sqlx::query(
             "UPDATE credential_codes SET used_at_us = $1
              WHERE code_hash = $2 AND patient_uid = $3 AND proofing_id = $4
@@ -122,10 +137,14 @@ impl PatientCredentialStore for PostgresStore {
         .await;
         // Another node may draw the same index at the same moment: the
         // unique index decides, and the transaction rolls back.
-        match inserted.map_err(map_error) {
+        match inserted {
             Ok(_) => {}
-            Err(StoreError::Conflict(_)) => return Ok(CredentialIssue::IndexTaken),
-            Err(error) => return Err(error),
+            Err(sqlx::Error::Database(error))
+                if error.constraint() == Some("patient_credentials_by_status_index") =>
+            {
+                return Ok(CredentialIssue::IndexTaken);
+            }
+            Err(error) => return Err(map_error(error)),
         }
         transaction.commit().await.map_err(map_error)?;
         Ok(CredentialIssue::Issued)
@@ -179,6 +198,7 @@ impl PatientCredentialStore for PostgresStore {
         status: &str,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
         let result = sqlx::query(
             "UPDATE patient_credentials SET status = $1, status_changed_at_us = $2
              WHERE id = $3 AND institution_uid = $4 AND status <> 'revoked'",
@@ -187,10 +207,23 @@ impl PatientCredentialStore for PostgresStore {
         .bind(to_unix_micros(at))
         .bind(id)
         .bind(institution_uid)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await
         .map_err(map_error)?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if status != "active" {
+            // The IAL2 sessions resting on it end now; reinstating does not
+            // bring them back.
+            sqlx::query("DELETE FROM sessions WHERE patient_credential_id = $1")
+                .bind(id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+        }
+        transaction.commit().await.map_err(map_error)?;
+        Ok(true)
     }
 
     async fn patient_credential_indexes(
@@ -222,7 +255,7 @@ impl PatientCredentialStore for PostgresStore {
     ) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT 1 FROM patient_credentials
-             WHERE patient_uid = $1 AND status = 'active' AND expires_at_us > $2 LIMIT 1",
+             WHERE patient_uid = $1 AND status IN ('active', 'suspended') AND expires_at_us > $2 LIMIT 1",
         )
         .bind(patient_uid)
         .bind(to_unix_micros(now))
@@ -238,16 +271,22 @@ impl PatientCredentialStore for PostgresStore {
         uid: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        sqlx::query("DELETE FROM presentation_nonces WHERE uid = $1")
+            .bind(uid)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
         sqlx::query(
             "INSERT INTO presentation_nonces (nonce_hash, uid, expires_at_us) VALUES ($1, $2, $3)",
         )
         .bind(nonce_hash)
         .bind(uid)
         .bind(to_unix_micros(expires_at))
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await
         .map_err(map_error)?;
-        Ok(())
+        transaction.commit().await.map_err(map_error)
     }
 
     async fn open_presented_session(

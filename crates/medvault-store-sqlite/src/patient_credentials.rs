@@ -74,6 +74,21 @@ impl PatientCredentialStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_error)?;
+        // The proofing row first (locked on PostgreSQL): a new code for it
+        // (reissue) and this issuance take turns, and a proofing gets one
+        // credential.
+        let open = sqlx::query(
+            "SELECT 1 FROM identity_proofings p WHERE p.id = ? AND p.patient_uid = ?
+               AND NOT EXISTS (SELECT 1 FROM patient_credentials c WHERE c.proofing_id = p.id)",
+        )
+        .bind(&credential.proofing_id)
+        .bind(&credential.patient_uid)
+        .fetch_optional(&mut *transaction)
+        .await
+        .map_err(map_error)?;
+        if open.is_none() {
+            return Ok(CredentialIssue::CodeRefused);
+        }
         let used = sqlx::query(
             "UPDATE credential_codes SET used_at_us = ?
              WHERE code_hash = ? AND patient_uid = ? AND proofing_id = ?
@@ -192,6 +207,11 @@ impl PatientCredentialStore for SqliteStore {
         status: &str,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
         let result = sqlx::query(
             "UPDATE patient_credentials SET status = ?, status_changed_at_us = ?
              WHERE id = ? AND institution_uid = ? AND status <> 'revoked'",
@@ -200,10 +220,23 @@ impl PatientCredentialStore for SqliteStore {
         .bind(to_unix_micros(at))
         .bind(id)
         .bind(institution_uid)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await
         .map_err(map_error)?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if status != "active" {
+            // The IAL2 sessions resting on it end now; reinstating does not
+            // bring them back.
+            sqlx::query("DELETE FROM sessions WHERE patient_credential_id = ?")
+                .bind(id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+        }
+        transaction.commit().await.map_err(map_error)?;
+        Ok(true)
     }
 
     async fn patient_credential_indexes(
@@ -235,7 +268,7 @@ impl PatientCredentialStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT 1 FROM patient_credentials
-             WHERE patient_uid = ? AND status = 'active' AND expires_at_us > ? LIMIT 1",
+             WHERE patient_uid = ? AND status IN ('active', 'suspended') AND expires_at_us > ? LIMIT 1",
         )
         .bind(patient_uid)
         .bind(to_unix_micros(now))
@@ -251,16 +284,26 @@ impl PatientCredentialStore for SqliteStore {
         uid: &str,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)?;
+        sqlx::query("DELETE FROM presentation_nonces WHERE uid = ?")
+            .bind(uid)
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
         sqlx::query(
             "INSERT INTO presentation_nonces (nonce_hash, uid, expires_at_us) VALUES (?, ?, ?)",
         )
         .bind(nonce_hash)
         .bind(uid)
         .bind(to_unix_micros(expires_at))
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await
         .map_err(map_error)?;
-        Ok(())
+        transaction.commit().await.map_err(map_error)
     }
 
     async fn open_presented_session(

@@ -1639,11 +1639,22 @@ pub async fn patient_credentials_issue_once_and_revoke_for_good(store: &dyn Stor
     );
     assert!(
         store
+            .holds_patient_credential(&patient, later)
+            .await
+            .unwrap(),
+        "a suspended credential still counts (IAL2 stays required)"
+    );
+    assert!(
+        store
             .set_patient_credential_status("c-2", &institution, "active", later)
             .await
             .unwrap()
     );
-    assert!(store.session(&[10; 32], later).await.unwrap().is_some());
+    assert_eq!(
+        store.session(&[10; 32], later).await.unwrap(),
+        None,
+        "suspension ended the IAL2 session; reinstating does not revive it"
+    );
     assert!(
         store
             .set_patient_credential_status("c-2", &institution, "revoked", later)

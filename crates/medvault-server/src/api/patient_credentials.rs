@@ -140,6 +140,7 @@ async fn verify(
         })
         .into_response(),
         Err(VerifyError::Store(error)) => store_error(&error),
+        Err(error @ VerifyError::Corrupt(_)) => internal(&error),
         Err(error) => Json(proto::VerifyResult {
             valid: false,
             error: Some(error.to_string()),
@@ -160,6 +161,11 @@ async fn presentation_challenge(State(state): State<AppState>, bearer: BearerSes
         })
         .into_response(),
         Err(PresentError::Store(error)) => store_error(&error),
+        Err(error @ PresentError::NoCredential) => {
+            Problem::new(StatusCode::FORBIDDEN, "Not allowed")
+                .with_detail(error.to_string())
+                .into_response()
+        }
         Err(error) => internal(&error),
     }
 }
@@ -188,7 +194,9 @@ async fn present(
         Err(error @ PresentError::NotYours) => Problem::new(StatusCode::FORBIDDEN, "Not allowed")
             .with_detail(error.to_string())
             .into_response(),
-        Err(error @ PresentError::Internal(_)) => internal(&error),
+        Err(
+            error @ (PresentError::Internal(_) | PresentError::Credential(VerifyError::Corrupt(_))),
+        ) => internal(&error),
         Err(error) => Problem::new(StatusCode::BAD_REQUEST, "Presentation refused")
             .with_type("urn:medvault:problem:presentation-refused")
             .with_detail(error.to_string())

@@ -288,6 +288,19 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
     i.set_patient_credential_status(&issued.id, "active")
         .await
         .unwrap();
+    assert_eq!(
+        p.whoami().await.unwrap_err().status(),
+        Some(401),
+        "reinstating does not revive the ended session"
+    );
+    let mut p = server
+        .sdk()
+        .login_password(EMAIL, &Password::new("a long passphrase"))
+        .await
+        .unwrap();
+    p.present_patient_credential(&device, &issued.credential)
+        .await
+        .unwrap();
     assert_eq!(p.whoami().await.unwrap().assurance, "IAL2");
 
     // The patient cannot revoke; the institution can, at once.
@@ -352,6 +365,19 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(own["id"], names.server());
+}
+
+/// A presentation's claims, as the SDK builds them (signed by a throwaway key:
+/// only the claims are reused).
+fn by_other_key_template(credential: &str, nonce: &str, audience: &str) -> String {
+    let key = SoftwareKey::generate().unwrap();
+    let mut claims =
+        self::claims(&medvault_client::presentation(&key, credential, nonce, audience).unwrap());
+    claims["iss"] = claims["vp"]["verifiableCredential"][0]
+        .as_str()
+        .map(|vc| self::claims(vc)["sub"].clone())
+        .unwrap();
+    sign_es256(&JwsHeader::es256("vp+jwt"), &claims, &key).unwrap()
 }
 
 fn unsigned(header: &Value, claims: &Value, signature: &[u8]) -> String {
@@ -424,6 +450,18 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
     wrong_code["code"] = json!("ABCD-EFGH-JKMN-PQRS");
     let mut stranger = good.clone();
     stranger["unexpected"] = json!(true);
+    let mut with_fragment = good.clone();
+    with_fragment["sub"] = json!(format!("{}#0", good["sub"].as_str().unwrap()));
+    let mut chatty_jwk = good.clone();
+    let mut jwk = P256PublicKey::from_uncompressed(&device.public_key())
+        .unwrap()
+        .to_jwk()
+        .unwrap();
+    jwk.kid = Some("\u{1b}[31m look at me".to_owned());
+    chatty_jwk["sub"] = json!(format!(
+        "did:jwk:{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&jwk).unwrap())
+    ));
     let cases: Vec<(&str, String)> = vec![
         (
             "signed by another key",
@@ -459,6 +497,18 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
             unsigned(&json!({"alg": "HS256", "typ": "JWT"}), &good, &[7; 32]),
         ),
         ("not a JWS", "eyJ.eyJ".to_owned()),
+        (
+            "sub with a fragment",
+            sign_es256(&header, &with_fragment, &device).unwrap(),
+        ),
+        (
+            "did:jwk sub carrying extra members",
+            sign_es256(&header, &chatty_jwk, &device).unwrap(),
+        ),
+        (
+            "typed as a presentation",
+            sign_es256(&JwsHeader::es256("vp+jwt"), &good, &device).unwrap(),
+        ),
     ];
     for (case, request) in cases {
         let response = issue(request).await;
@@ -566,6 +616,16 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
         medvault_client::presentation(&other, &credential, &nonce, &audience).unwrap();
     let response = present(p.token().to_owned(), by_other_key).await;
     assert_eq!(response.status(), 400);
+    let untyped = {
+        let mut claims = claims(&by_other_key_template(&credential, &nonce, &audience));
+        claims["iat"] = json!(medvault_testkit::wall_clock_now().unix_timestamp());
+        sign_es256(&JwsHeader::es256("JWT"), &claims, &device).unwrap()
+    };
+    assert_eq!(
+        present(p.token().to_owned(), untyped).await.status(),
+        400,
+        "a presentation must be typed vp+jwt"
+    );
     let wrong_audience =
         medvault_client::presentation(&device, &credential, &nonce, "did:web:elsewhere.example")
             .unwrap();
@@ -577,7 +637,7 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
     let forged = {
         let mut vc = claims(&credential);
         vc["vc"]["type"] = json!(["VerifiableCredential", "PatientCredential", "IAL2"]);
-        let mut header = JwsHeader::es256("JWT");
+        let mut header = JwsHeader::es256("vc+jwt");
         header.kid = Some("0123456789abcdef01234567".to_owned());
         sign_es256(&header, &vc, &other).unwrap()
     };
@@ -595,7 +655,7 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
             "did:web:evil.example:institutions:{}",
             practice.uid
         ));
-        let mut header = JwsHeader::es256("JWT");
+        let mut header = JwsHeader::es256("vc+jwt");
         header.kid = Some("k".to_owned());
         sign_es256(&header, &vc, &other).unwrap()
     };
@@ -609,14 +669,16 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
         Some("the issuer is not a trusted institution")
     );
     // The intruder cannot present the patient's credential, even with its key.
-    let intruder_nonce = challenge(intruder.token().to_owned()).await;
-    let theirs = medvault_client::presentation(
-        &device,
-        &credential,
-        intruder_nonce["nonce"].as_str().unwrap(),
-        &audience,
+    // An account without a credential gets no nonce at all.
+    let no_nonce = post(
+        &server,
+        "/api/v1/session/presentation-challenge",
+        Some(intruder.token()),
+        json!({}),
     )
-    .unwrap();
+    .await;
+    assert_eq!(no_nonce.status(), 403);
+    let theirs = medvault_client::presentation(&device, &credential, &nonce, &audience).unwrap();
     assert_eq!(
         present(intruder.token().to_owned(), theirs).await.status(),
         403
