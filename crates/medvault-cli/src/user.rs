@@ -413,7 +413,7 @@ pub async fn account(args: ProfileArgs, command: AccountCommand) -> anyhow::Resu
                 session.expires_at()
             );
             if present {
-                crate::patient::present(&context, &mut session).await?;
+                crate::patient::present(&mut context, &mut session).await?;
             }
             Ok(())
         }
@@ -586,7 +586,7 @@ async fn log_in(context: &mut Profiled, args: LoginArgs) -> anyhow::Result<Sessi
     bail!("choose a way to log in")
 }
 
-fn open_card(
+pub(crate) fn open_card(
     context: &mut Profiled,
     module: Option<&Path>,
     token: Option<&str>,

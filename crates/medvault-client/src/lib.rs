@@ -33,7 +33,7 @@ use zeroize::Zeroizing;
 
 pub use documents::{DocumentInfo, OpenedDocument};
 pub use patient_credential::{
-    CheckedCredential, USER_AGENT_ID, credential_request, device_did, presentation,
+    CheckedCredential, DeviceKey, USER_AGENT_ID, credential_request, device_did, presentation,
 };
 pub use session::{CredentialSigner, ProofingCode, Session, SessionState, VerifiedEntry};
 

@@ -5,7 +5,7 @@
 
 use medvault_crypto::SoftwareKey;
 use medvault_crypto::did::{P256PublicKey, PublicJwk};
-use medvault_crypto::jose::{JwsHeader, UnverifiedJws, sign_es256};
+use medvault_crypto::jose::{JwsHeader, UnverifiedJws, sign_es256_with};
 use medvault_crypto::random_fill;
 use medvault_proto::credentials as proto;
 use serde_json::{Value, json};
@@ -19,18 +19,41 @@ pub const USER_AGENT_ID: &str = "medvault-cli";
 /// How long a request or presentation made here is valid.
 const MESSAGE_LIFETIME: i64 = 120;
 
-/// The device key's DID (`did:key`, P-256).
-pub fn device_did(key: &SoftwareKey) -> Result<String, ClientError> {
-    Ok(P256PublicKey::from_uncompressed(&key.public_key())
-        .map_err(|_| ClientError::Invalid("device key"))?
-        .did_key())
+/// A device key: where a Patient Credential is bound. In software
+/// ([`SoftwareKey`], `key_protection` `software`) or on a PKCS#11 token
+/// ([`crate::smartcard::Smartcard`], `pkcs11`: the private key never leaves it).
+pub trait DeviceKey {
+    /// The public key (uncompressed P-256 point).
+    fn public_point(&self) -> Result<Vec<u8>, ClientError>;
+    /// An ES256 signature (fixed `r || s`) over `message`.
+    fn sign_es256(&self, message: &[u8]) -> Result<Vec<u8>, ClientError>;
+    /// The request's `key_protection`.
+    fn key_protection(&self) -> &'static str;
 }
 
-fn device_jwk(key: &SoftwareKey) -> Result<PublicJwk, ClientError> {
-    P256PublicKey::from_uncompressed(&key.public_key())
-        .ok()
-        .and_then(|public| public.to_jwk())
-        .ok_or(ClientError::Invalid("device key"))
+impl DeviceKey for SoftwareKey {
+    fn public_point(&self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.public_key())
+    }
+
+    fn sign_es256(&self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.sign_jose(message)
+            .map_err(|_| ClientError::Unlock("signing with the device key"))
+    }
+
+    fn key_protection(&self) -> &'static str {
+        "software"
+    }
+}
+
+fn public(key: &dyn DeviceKey) -> Result<P256PublicKey, ClientError> {
+    P256PublicKey::from_uncompressed(&key.public_point()?)
+        .map_err(|_| ClientError::Invalid("device key"))
+}
+
+/// The device key's DID (`did:key`, P-256).
+pub fn device_did(key: &dyn DeviceKey) -> Result<String, ClientError> {
+    Ok(public(key)?.did_key())
 }
 
 fn random_id() -> Result<String, ClientError> {
@@ -39,35 +62,39 @@ fn random_id() -> Result<String, ClientError> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
+fn sign(key: &dyn DeviceKey, header: &JwsHeader, claims: &Value) -> Result<String, ClientError> {
+    sign_es256_with(header, claims, |input| key.sign_es256(input))
+        .map_err(|_| ClientError::Invalid("JWS"))?
+}
+
 /// A credential request (spec 003) signed by `key`: `sub` is the key's
-/// `did:key`, `jwk` the same key, `exp` two minutes after `iat`.
+/// `did:key`, `jwk` the same key, `exp` two minutes after `iat`; returns the
+/// JWS and its `jti`.
 pub fn credential_request(
-    key: &SoftwareKey,
+    key: &dyn DeviceKey,
     code: &str,
     client_id: &str,
-    key_protection: &str,
 ) -> Result<(String, String), ClientError> {
     let iat = now();
     let jti = random_id()?;
+    let public = public(key)?;
     let claims = json!({
         "grant_type": "authorization_code",
-        "sub": device_did(key)?,
+        "sub": public.did_key(),
         "client_id": client_id,
-        "key_protection": key_protection,
+        "key_protection": key.key_protection(),
         "code": code,
         "iat": iat,
         "exp": iat + MESSAGE_LIFETIME,
         "jti": jti,
-        "jwk": device_jwk(key)?,
+        "jwk": public.to_jwk().ok_or(ClientError::Invalid("device key"))?,
     });
-    let jws = sign_es256(&JwsHeader::es256("JWT"), &claims, key)
-        .map_err(|_| ClientError::Unlock("signing the request"))?;
-    Ok((jws, jti))
+    Ok((sign(key, &JwsHeader::es256("JWT"), &claims)?, jti))
 }
 
 /// A presentation of `credential` over `nonce` for `audience`, signed by `key`.
 pub fn presentation(
-    key: &SoftwareKey,
+    key: &dyn DeviceKey,
     credential: &str,
     nonce: &str,
     audience: &str,
@@ -92,7 +119,7 @@ pub fn presentation(
         "{holder}#{}",
         holder.trim_start_matches("did:key:")
     ));
-    sign_es256(&header, &claims, key).map_err(|_| ClientError::Unlock("signing the presentation"))
+    sign(key, &header, &claims)
 }
 
 /// The claims of a credential whose signature verified against its issuer's
@@ -205,11 +232,10 @@ impl Session {
     /// returning it.
     pub async fn request_patient_credential(
         &self,
-        key: &SoftwareKey,
+        key: &dyn DeviceKey,
         code: &str,
-        key_protection: &str,
     ) -> Result<proto::IssuedCredential, ClientError> {
-        let (request, jti) = credential_request(key, code, USER_AGENT_ID, key_protection)?;
+        let (request, jti) = credential_request(key, code, USER_AGENT_ID)?;
         let issued: proto::IssuedCredential = self
             .client()
             .post(
@@ -276,7 +302,7 @@ impl Session {
     /// takes (export it again to keep it).
     pub async fn present_patient_credential(
         &mut self,
-        key: &SoftwareKey,
+        key: &dyn DeviceKey,
         credential: &str,
     ) -> Result<proto::PresentedSession, ClientError> {
         let challenge: proto::PresentationChallenge = self

@@ -269,6 +269,27 @@ impl Smartcard {
     }
 }
 
+impl crate::DeviceKey for Smartcard {
+    fn public_point(&self) -> Result<Vec<u8>, ClientError> {
+        self.public_key()
+    }
+
+    fn sign_es256(&self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
+        // CKM_ECDSA over the SHA-256 digest returns the fixed r || s form.
+        let handle = self.find(ObjectClass::PRIVATE_KEY)?;
+        let digest = medvault_crypto::sha256(message);
+        self.with_session(|session| {
+            session
+                .sign(&Mechanism::Ecdsa, handle, &digest)
+                .map_err(card_error("signature on the token"))
+        })
+    }
+
+    fn key_protection(&self) -> &'static str {
+        "pkcs11"
+    }
+}
+
 impl CredentialSigner for Smartcard {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
         let handle = self.find(ObjectClass::PRIVATE_KEY)?;

@@ -128,6 +128,35 @@ impl UnverifiedJws {
     }
 }
 
+/// Signs `claims` under `header` (whose `alg` must be `ES256`) with a key
+/// held elsewhere (a token): `sign` gets the JWS signing input and returns
+/// the ES256 signature in its fixed `r || s` form (64 bytes).
+pub fn sign_es256_with<C: Serialize, E>(
+    header: &JwsHeader,
+    claims: &C,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<Result<String, E>, CryptoError> {
+    if header.alg != "ES256" {
+        return Err(CryptoError::Malformed);
+    }
+    let header_part =
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).map_err(|_| CryptoError::Malformed)?);
+    let payload_part =
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| CryptoError::Malformed)?);
+    let signing_input = format!("{header_part}.{payload_part}");
+    let signature = match sign(signing_input.as_bytes()) {
+        Ok(signature) => signature,
+        Err(error) => return Ok(Err(error)),
+    };
+    if signature.len() != 64 {
+        return Err(CryptoError::Malformed);
+    }
+    Ok(Ok(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    )))
+}
+
 /// Signs `claims` under `header` (whose `alg` must be `ES256`) with `key`.
 pub fn sign_es256<C: Serialize>(
     header: &JwsHeader,

@@ -87,7 +87,7 @@ fn credential(c: &mut Criterion) {
         .unwrap()
         .code;
     let issued = runtime
-        .block_on(p.request_patient_credential(&device, &code, "software"))
+        .block_on(p.request_patient_credential(&device, &code))
         .unwrap();
     let jwt = issued.credential.clone();
 
@@ -127,13 +127,9 @@ fn credential(c: &mut Criterion) {
                         )
                         .await
                         .unwrap();
-                    let (request, _) = credential_request(
-                        device,
-                        &code.code,
-                        medvault_client::USER_AGENT_ID,
-                        "software",
-                    )
-                    .unwrap();
+                    let (request, _) =
+                        credential_request(device, &code.code, medvault_client::USER_AGENT_ID)
+                            .unwrap();
                     let start = Instant::now();
                     state
                         .issuer

@@ -118,7 +118,7 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
     let code = i.reissue_proofing_code(&first.proofing_id).await.unwrap();
     assert_eq!(code.proofing_id, first.proofing_id);
     let stale = p
-        .request_patient_credential(&device, &first.code, "software")
+        .request_patient_credential(&device, &first.code)
         .await
         .unwrap_err();
     assert_eq!(stale.status(), Some(400), "{stale}");
@@ -132,7 +132,7 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
     );
     // The SDK checks the credential against the institution's did:web document.
     let issued = p
-        .request_patient_credential(&device, &code.code, "software")
+        .request_patient_credential(&device, &code.code)
         .await
         .unwrap();
     assert_eq!(
@@ -538,13 +538,8 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["type"], "urn:medvault:problem:replayed-request");
     // ...and that code still works with a new jti.
-    let (fresh, _) = credential_request(
-        &device,
-        &second_code,
-        medvault_client::USER_AGENT_ID,
-        "software",
-    )
-    .unwrap();
+    let (fresh, _) =
+        credential_request(&device, &second_code, medvault_client::USER_AGENT_ID).unwrap();
     assert_eq!(issue(fresh).await.status(), 201);
 
     // A code is bound to its patient: another patient cannot use it.
@@ -570,13 +565,13 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
         .await
         .unwrap();
     let stolen = intruder
-        .request_patient_credential(&other, &third_code, "software")
+        .request_patient_credential(&other, &third_code)
         .await
         .unwrap_err();
     assert_eq!(stolen.status(), Some(400), "{stolen}");
     // The institution cannot request credentials for itself.
     let institutional = i
-        .request_patient_credential(&other, &third_code, "software")
+        .request_patient_credential(&other, &third_code)
         .await
         .unwrap_err();
     assert_eq!(institutional.status(), Some(403));
@@ -771,13 +766,8 @@ async fn a_jose_library_that_is_not_ours_agrees() {
         .unwrap()
         .code;
     let device = SoftwareKey::generate().unwrap();
-    let (sdk_request, _) = credential_request(
-        &device,
-        &sdk_code,
-        medvault_client::USER_AGENT_ID,
-        "software",
-    )
-    .unwrap();
+    let (sdk_request, _) =
+        credential_request(&device, &sdk_code, medvault_client::USER_AGENT_ID).unwrap();
     let work = tempfile::tempdir().unwrap();
     let ca_file = work.path().join("ca.pem");
     std::fs::write(&ca_file, &server.ca_pem).unwrap();

@@ -127,3 +127,61 @@ async fn a_smartcard_enrols_logs_in_signs_and_unlocks(backend: Backend) {
         Err(ClientError::Api { status: 401, .. })
     ));
 }
+
+/// A Patient Credential bound to a device key on the token (`key_protection`
+/// `pkcs11`): requested and presented with signatures made on the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_key_on_a_token_holds_a_patient_credential() {
+    let Some(module) = module() else {
+        return;
+    };
+    let _token = TOKEN_LOCK.lock().await;
+    let server = TestServer::start().await;
+    let sdk = server.sdk();
+    let account = |kind, name: Option<&str>| NewAccount {
+        kind,
+        display_name: name.map(str::to_owned),
+        password: None,
+        tans: 0,
+        software_certificate: false,
+    };
+    let patient = sdk
+        .register(account(ParticipantKind::Patient, None))
+        .await
+        .unwrap();
+    let practice = sdk
+        .register(account(
+            ParticipantKind::Institution(medvault_core::InstitutionKind::Practice),
+            Some("Praxis Karte"),
+        ))
+        .await
+        .unwrap();
+    let mut p = sdk
+        .login_superpin(patient.uid, &patient.superpin)
+        .await
+        .unwrap();
+    let i = sdk
+        .login_superpin(practice.uid, &practice.superpin)
+        .await
+        .unwrap();
+    p.invite(practice.uid).await.unwrap();
+    i.accept(patient.uid).await.unwrap();
+    let code = i
+        .record_proofing(patient.uid, "in-person", "id-card")
+        .await
+        .unwrap()
+        .code;
+
+    let mut card = module.open(TOKEN, PIN).unwrap();
+    card.generate_key(&format!("device-{}", patient.uid))
+        .unwrap();
+    assert!(card.private_key_is_bound_to_token().unwrap());
+    let issued = p.request_patient_credential(&card, &code).await.unwrap();
+    let held = p.patient_credentials().await.unwrap();
+    assert_eq!(held[0].key_protection, "pkcs11");
+    assert_eq!(held[0].subject, medvault_client::device_did(&card).unwrap());
+    p.present_patient_credential(&card, &issued.credential)
+        .await
+        .unwrap();
+    assert_eq!(p.whoami().await.unwrap().assurance, "IAL2");
+}
