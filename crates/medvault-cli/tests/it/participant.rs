@@ -92,6 +92,43 @@ async fn register_named_and_log_in(
     uid
 }
 
+/// One test at a time on the shared SoftHSM2 token.
+static TOKEN_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The SoftHSM2 module path (scripts/setup-softhsm.sh makes a fresh token
+/// once per test process); `None`, said as SKIPPED, without SoftHSM2.
+fn softhsm_module() -> Option<String> {
+    static MODULE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/setup-softhsm.sh"
+            );
+            let setup = std::process::Command::new("bash")
+                .arg(script)
+                .output()
+                .ok()?;
+            if !setup.status.success() {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED cli smartcard: SoftHSM2 setup failed"
+                );
+                return None;
+            }
+            Some(
+                String::from_utf8(setup.stdout)
+                    .ok()?
+                    .lines()
+                    .last()?
+                    .trim()
+                    .to_owned(),
+            )
+        })
+        .clone()
+}
+
 #[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -457,29 +494,10 @@ async fn a_patient_and_a_practice_use_every_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smartcard_is_enrolled_and_logs_in_from_the_command_line() {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/setup-softhsm.sh"
-    );
-    let setup = std::process::Command::new("bash")
-        .arg(script)
-        .output()
-        .unwrap();
-    if !setup.status.success() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED cli smartcard: SoftHSM2 setup failed"
-        );
+    let Some(module) = softhsm_module() else {
         return;
-    }
-    let module = String::from_utf8(setup.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    };
+    let _token = TOKEN_LOCK.lock().await;
     let server = TestServer::start().await;
     let work = tempfile::tempdir().unwrap();
     let ca = work.path().join("tls-ca.pem");
@@ -580,4 +598,95 @@ async fn a_smartcard_is_enrolled_and_logs_in_from_the_command_line() {
     .await);
     let opened = ok(&medvault(&profile, &["documents", "open", sent.trim()], "").await);
     assert_eq!(opened, "signed on the card");
+}
+
+/// A Patient Credential whose device key is made on a PKCS#11 token from the
+/// command line; presenting it asks for the token PIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_credential_lives_on_a_token_from_the_command_line() {
+    let Some(module) = softhsm_module() else {
+        return;
+    };
+    let _token = TOKEN_LOCK.lock().await;
+    let server = TestServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let ca = work.path().join("tls-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let url = server.patient_url("/");
+    let patient = work.path().join("patient");
+    let practice = work.path().join("practice");
+    let practice_uid =
+        register_named_and_log_in(&practice, &url, &ca, "institution:practice", "Praxis Token")
+            .await;
+    let registered = ok(&medvault(
+        &patient,
+        &[
+            "account",
+            "register",
+            "--server",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--kind",
+            "patient",
+        ],
+        "",
+    )
+    .await);
+    let uid = field(&registered, "uid:").to_owned();
+    let superpin = field(
+        &registered,
+        "SuperPIN (write it down; it is shown only now):",
+    )
+    .to_owned();
+    ok(&medvault(
+        &patient,
+        &["account", "login", "--superpin", "--uid", &uid],
+        &format!("{superpin}\n"),
+    )
+    .await);
+    ok(&medvault(&patient, &["connections", "invite", &practice_uid], "").await);
+    ok(&medvault(&practice, &["connections", "accept", &uid], "").await);
+    let proofed = ok(&medvault(
+        &practice,
+        &[
+            "proofing",
+            "record",
+            "--patient",
+            &uid,
+            "--method",
+            "in-person",
+            "--evidence",
+            "passport",
+        ],
+        "",
+    )
+    .await);
+    let code = field(&proofed, "code:").to_owned();
+    let label = format!("device-{uid}");
+    let issued = ok(&medvault(
+        &patient,
+        &[
+            "credential",
+            "request",
+            "--smartcard",
+            &label,
+            "--module",
+            &module,
+            "--token",
+            "medvault-test",
+        ],
+        &format!("{code}\n123456\n"),
+    )
+    .await);
+    assert!(issued.contains("device key (pkcs11): did:key:"), "{issued}");
+    assert!(
+        !patient.join("device-key.p8").exists(),
+        "no key in the profile"
+    );
+    let wrong_pin = medvault(&patient, &["credential", "present"], "000000\n").await;
+    assert_eq!(wrong_pin.status.code(), Some(1), "{wrong_pin:?}");
+    ok(&medvault(&patient, &["credential", "present"], "123456\n").await);
+    let whoami = ok(&medvault(&patient, &["account", "whoami"], "").await);
+    assert_eq!(field(&whoami, "assurance:"), "IAL2");
 }
