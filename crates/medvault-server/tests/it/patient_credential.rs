@@ -576,6 +576,26 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
         .unwrap_err();
     assert_eq!(institutional.status(), Some(403));
 
+    // An expired code: the request itself is timely (made at the server's
+    // time, eleven minutes on), the code is not.
+    let expiring = i
+        .record_proofing(patient.uid, "in-person", "passport")
+        .await
+        .unwrap();
+    server.clock.advance(time::Duration::minutes(11));
+    let mut late = request_claims(&device, &expiring.code, "jti-late-0123456789");
+    let at = medvault_core::Clock::now(&*server.clock).unix_timestamp();
+    late["iat"] = json!(at);
+    late["exp"] = json!(at + 120);
+    let response = issue(sign_es256(&header, &late, &device).unwrap()).await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "urn:medvault:problem:invalid-code",
+        "{problem}"
+    );
+    server.clock.set(medvault_testkit::wall_clock_now());
+
     // Presentations: a reused nonce, another key, another holder's
     // credential, an untrusted issuer: all refused, the session unchanged.
     let challenge = |token: String| {
