@@ -182,6 +182,13 @@ enum AdminCommand {
         #[command(subcommand)]
         command: ClientCertCommand,
     },
+    /// The DiGA-VZ, local-file source (`<data_dir>/diga-vz.json`).
+    Diga {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: crate::registry::DigaCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +247,20 @@ pub fn run(cli: Cli) -> ExitCode {
                 return ExitCode::from(2);
             };
             run_async(client_cert(config, command))
+        }
+        Command::Admin {
+            command: AdminCommand::Diga { common, command },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            match crate::registry::diga(&config.data_dir, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("medvault: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Audit {
             command: AuditCommand::Verify { common, anchor },

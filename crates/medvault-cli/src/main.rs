@@ -14,6 +14,7 @@
 
 mod commands;
 mod patient;
+mod registry;
 mod user;
 
 use std::process::ExitCode;

@@ -8,9 +8,11 @@
 pub mod clock;
 pub mod credential;
 pub mod fingerprint;
+pub mod hddt;
 pub mod participant;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credential::{Assurance, Email, InvalidEmail, WorkingCredentialKind};
 pub use fingerprint::CertificateFingerprint;
+pub use hddt::{DigaClientId, Miv, PairingId, ScopeError, ScopeSet, SmartScope};
 pub use participant::{DisplayName, InstitutionKind, ParticipantKind, Uid};

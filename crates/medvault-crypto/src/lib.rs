@@ -87,3 +87,13 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out.copy_from_slice(digest.as_ref());
     out
 }
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key` (aws-lc-rs): a keyed hash,
+/// for identifiers derived from a secret (the HDDT Pairing ID).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let tag = aws_lc_rs::hmac::sign(&key, message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}

@@ -482,3 +482,87 @@ fn production_mode_refuses_a_self_signed_or_misnamed_certificate() {
         assert!(line.contains(expected), "{line}");
     }
 }
+
+#[test]
+fn admin_diga_registers_checks_lists_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let good = dir.path().join("good.pem");
+    std::fs::write(
+        &good,
+        medvault_testkit::TestCertificate::diga("DiGA 00294").cert_pem,
+    )
+    .unwrap();
+    let mut spec = medvault_testkit::CertificateSpec::diga("too long");
+    spec.not_after = spec.not_before + time::Duration::days(400);
+    let long = dir.path().join("long.pem");
+    std::fs::write(
+        &long,
+        medvault_testkit::TestCertificate::self_signed(&spec).cert_pem,
+    )
+    .unwrap();
+    let add = |cert: &std::path::Path, client_id: &str| {
+        run(&[
+            "admin",
+            "diga",
+            "--data-dir",
+            data_dir,
+            "add",
+            "--client-id",
+            client_id,
+            "--name",
+            "Glukose-Tagebuch",
+            "--redirect-uri",
+            "https://diga.example/callback",
+            "--miv",
+            "hddt-miv-continuous-glucose-measurement",
+            "--cert",
+            cert.to_str().unwrap(),
+        ])
+    };
+    let added = add(&good, "urn:diga:bfarm:00294");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    // A certificate valid for 400 days is refused, and nothing is written.
+    let refused = add(&long, "urn:diga:bfarm:00295");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("365 to 398 days"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let bad_id = add(&good, "urn:diga:bfarm:294");
+    assert_eq!(bad_id.status.code(), Some(1));
+    let listed = run(&["admin", "diga", "--data-dir", data_dir, "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("urn:diga:bfarm:00294  active"), "{listed}");
+    assert!(
+        listed.contains("hddt-miv-continuous-glucose-measurement"),
+        "{listed}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("diga-vz.json")).unwrap()).unwrap();
+    assert_eq!(file["format"], 1);
+    let removed = run(&[
+        "admin",
+        "diga",
+        "--data-dir",
+        data_dir,
+        "remove",
+        "urn:diga:bfarm:00294",
+    ]);
+    assert!(removed.status.success());
+    let again = run(&[
+        "admin",
+        "diga",
+        "--data-dir",
+        data_dir,
+        "remove",
+        "urn:diga:bfarm:00294",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+}

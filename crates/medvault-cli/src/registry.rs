@@ -1,0 +1,150 @@
+//! `medvault admin diga add|list|remove`: the DiGA-VZ's local-file source,
+//! `<data_dir>/diga-vz.json` (format 1; see `medvault_oauth::DigaRegistry`).
+//! Every change runs the registration checks (certificate validity 365–398
+//! days, digitalSignature + clientAuth, TR-02102 keys and signatures; exact
+//! `redirect_uri`; known MIVs) and replaces the file atomically.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Subcommand;
+use medvault_core::{Clock, DigaClientId, Miv, SystemClock};
+use medvault_oauth::{DigaRegistry, DigaRegistryEntry, DigaStatus};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+/// The file's name in the data directory.
+pub const REGISTRY_FILE: &str = "diga-vz.json";
+
+/// `medvault admin diga ...`
+#[derive(Debug, Subcommand)]
+pub enum DigaCommand {
+    /// Register a DiGA, or replace its entry.
+    Add {
+        /// `urn:diga:bfarm:NNNNN`.
+        #[arg(long)]
+        client_id: String,
+        /// Display name (shown on the consent page).
+        #[arg(long)]
+        name: String,
+        /// The registered redirect_uri (compared exactly).
+        #[arg(long)]
+        redirect_uri: String,
+        /// An authorized MIV's ValueSet id, e.g. hddt-miv-continuous-glucose-measurement (repeat).
+        #[arg(long = "miv")]
+        mivs: Vec<String>,
+        /// A client certificate (PEM; repeat for a renewal overlap).
+        #[arg(long = "cert")]
+        certificates: Vec<PathBuf>,
+        /// Register it as inactive.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// List the registered DiGAs.
+    List,
+    /// Remove a DiGA.
+    Remove {
+        /// `urn:diga:bfarm:NNNNN`.
+        client_id: String,
+    },
+}
+
+fn load(path: &Path) -> anyhow::Result<DigaRegistry> {
+    match std::fs::read(path) {
+        Ok(bytes) => DigaRegistry::from_json(&bytes)
+            .with_context(|| format!("{} is not a usable registry", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(DigaRegistry::default()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes beside the target, then renames: a reader sees the old file or the new one.
+fn save(path: &Path, registry: &DigaRegistry) -> anyhow::Result<()> {
+    let temporary = path.with_extension("json.new");
+    std::fs::write(&temporary, registry.to_json())
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::File::open(&temporary)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("syncing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// Runs a `medvault admin diga` command on the registry in `data_dir`.
+pub fn diga(data_dir: &Path, command: DigaCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join(REGISTRY_FILE);
+    let mut registry = load(&path)?;
+    match command {
+        DigaCommand::Add {
+            client_id,
+            name,
+            redirect_uri,
+            mivs,
+            certificates,
+            inactive,
+        } => {
+            let client_id = DigaClientId::parse(&client_id)
+                .ok_or_else(|| anyhow!("--client-id must be urn:diga:bfarm: and five digits"))?;
+            let mivs = mivs
+                .iter()
+                .map(|id| {
+                    Miv::from_value_set_id(id)
+                        .ok_or_else(|| anyhow!("--miv: unknown MIV ValueSet {id:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut ders = Vec::new();
+            for file in &certificates {
+                let der = CertificateDer::from_pem_file(file)
+                    .map_err(|_| anyhow!("{} holds no PEM certificate", file.display()))?;
+                ders.push(der.to_vec());
+            }
+            if ders.is_empty() {
+                bail!("--cert: a DiGA needs at least one client certificate");
+            }
+            registry
+                .upsert(
+                    DigaRegistryEntry {
+                        client_id: client_id.clone(),
+                        name,
+                        status: if inactive {
+                            DigaStatus::Inactive
+                        } else {
+                            DigaStatus::Active
+                        },
+                        redirect_uri,
+                        mivs,
+                        certificates: ders,
+                    },
+                    SystemClock.now().unix_timestamp(),
+                )
+                .map_err(|error| anyhow!("{error}"))?;
+            save(&path, &registry)?;
+            println!("registered {client_id} in {}", path.display());
+        }
+        DigaCommand::List => {
+            for entry in registry.entries() {
+                let mivs: Vec<&str> = entry.mivs.iter().map(|miv| miv.value_set_id()).collect();
+                println!(
+                    "{}  {:<8} {:<30} certificates: {}  mivs: {}  redirect_uri: {}",
+                    entry.client_id,
+                    entry.status.as_str(),
+                    entry.name,
+                    entry.certificates.len(),
+                    mivs.join(","),
+                    entry.redirect_uri
+                );
+            }
+        }
+        DigaCommand::Remove { client_id } => {
+            let client_id = DigaClientId::parse(&client_id)
+                .ok_or_else(|| anyhow!("the client id must be urn:diga:bfarm: and five digits"))?;
+            if !registry.remove(&client_id) {
+                bail!("{client_id} is not registered");
+            }
+            save(&path, &registry)?;
+            println!("removed {client_id}");
+        }
+    }
+    Ok(())
+}

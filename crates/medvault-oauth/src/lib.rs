@@ -1,0 +1,30 @@
+//! HDDT (§ 374a SGB V, gematik guide 1.0.1): the authorization server's
+//! domain, first pieces. [`PairingIdKey`] derives the Pairing ID, the only
+//! patient identifier a DiGA ever sees; [`MivValueSets`] holds the MIV
+//! ValueSets (loaded from the guide's FHIR JSON) that scopes name and the
+//! resource server expands; [`DigaRegistry`] is the DiGA-VZ (local-file
+//! form) with the certificate registration checks
+//! ([`check_client_certificate`]); [`Cached`] makes registry data fail
+//! closed past its maximum age. PAR, PKCE, consent and tokens build on these.
+//!
+//! Invariants: a Pairing ID is a keyed hash (HMAC-SHA256 under a secret
+//! 128-bit-or-longer key shared by all nodes) of the DiGA's `client_id` and
+//! the patient's internal UID: stable per (DiGA, patient), distinct per
+//! DiGA, and without the key nobody can link it to the UID. A ValueSet is
+//! accepted only with the canonical URL of its MIV under the configured base,
+//! `status` active, and at least one code.
+
+mod certificate;
+mod pairing;
+mod registry;
+mod valueset;
+
+pub use certificate::{
+    CertificateError, CheckedCertificate, MIN_RSA_BITS, VALIDITY_DAYS, check_client_certificate,
+};
+
+pub use pairing::{PairingIdKey, PairingKeyError};
+pub use registry::{
+    Cached, DigaRegistry, DigaRegistryEntry, DigaStatus, MAX_REGISTRY_BYTES, RegistryError, Stale,
+};
+pub use valueset::{MivValueSet, MivValueSets, ValueSetError};
