@@ -5,7 +5,10 @@
 //! resource server expands; [`DigaRegistry`] is the DiGA-VZ (local-file
 //! form) with the certificate registration checks
 //! ([`check_client_certificate`]); [`Cached`] makes registry data fail
-//! closed past its maximum age. PAR, PKCE, consent and tokens build on these.
+//! closed past its maximum age; [`validate_par`] checks a pushed
+//! authorization request, [`verify_s256`] a PKCE verifier, and
+//! [`authorization_server_metadata`] is the RFC 8414 document. The endpoints,
+//! consent and tokens build on these.
 //!
 //! Invariants: a Pairing ID is a keyed hash (HMAC-SHA256 under a secret
 //! 128-bit-or-longer key shared by all nodes) of the DiGA's `client_id` and
@@ -15,7 +18,11 @@
 //! `status` active, and at least one code.
 
 mod certificate;
+mod error;
+mod metadata;
 mod pairing;
+mod par;
+mod pkce;
 mod registry;
 mod valueset;
 
@@ -23,7 +30,11 @@ pub use certificate::{
     CertificateError, CheckedCertificate, MIN_RSA_BITS, VALIDITY_DAYS, check_client_certificate,
 };
 
+pub use error::OAuthError;
+pub use metadata::{Endpoints, authorization_server_metadata, scopes_supported};
 pub use pairing::{PairingIdKey, PairingKeyError};
+pub use par::{AuthorizationRequest, MAX_PARAMETERS, MAX_VALUE_LEN, validate_par};
+pub use pkce::{is_code_verifier, is_s256_challenge, verify_s256};
 pub use registry::{
     Cached, DigaRegistry, DigaRegistryEntry, DigaStatus, MAX_REGISTRY_BYTES, RegistryError, Stale,
 };
