@@ -80,6 +80,15 @@ pub struct RawConfig {
     pub credential_request_lifetime_secs: Option<u64>,
     /// Clock difference allowed on credential requests, credentials and presentations.
     pub credential_clock_skew_secs: Option<u64>,
+    /// Failed logins of one account before locks begin.
+    pub login_free_account_failures: Option<i64>,
+    /// Failed logins from one address before locks begin.
+    pub login_free_address_failures: Option<i64>,
+    /// The longest login lock, in seconds.
+    pub login_max_lock_secs: Option<u64>,
+    /// Reverse proxies (IP addresses or CIDR networks) whose `X-Forwarded-For`
+    /// names the client.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 impl RawConfig {
@@ -139,6 +148,14 @@ impl RawConfig {
             credential_clock_skew_secs: self
                 .credential_clock_skew_secs
                 .or(lower.credential_clock_skew_secs),
+            login_free_account_failures: self
+                .login_free_account_failures
+                .or(lower.login_free_account_failures),
+            login_free_address_failures: self
+                .login_free_address_failures
+                .or(lower.login_free_address_failures),
+            login_max_lock_secs: self.login_max_lock_secs.or(lower.login_max_lock_secs),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
         }
     }
 }
@@ -258,6 +275,14 @@ pub struct Config {
     /// Clock difference allowed on credential requests, credentials and
     /// presentations (default 60 s).
     pub credential_clock_skew: Duration,
+    /// Failed logins of one account before locks begin (default 5).
+    pub login_free_account_failures: i64,
+    /// Failed logins from one address before locks begin (default 20).
+    pub login_free_address_failures: i64,
+    /// The longest login lock (default 15 minutes).
+    pub login_max_lock: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (default none).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The `client_id` of medvault's own user agent (SDK and CLI).
@@ -528,7 +553,50 @@ impl Config {
                 "must be between 1 and 1826",
             ));
         }
+        let count = |setting: &'static str, value: Option<i64>, default: i64, max: i64| {
+            let value = value.unwrap_or(default);
+            if (1..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::new(
+                    setting,
+                    format!("must be between 1 and {max}"),
+                ))
+            }
+        };
+        let mut trusted_proxies = Vec::new();
+        for text in raw.trusted_proxies.iter().flatten() {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "trusted_proxies",
+                        "each must be an IP address or a CIDR network",
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
         Ok(Self {
+            login_free_account_failures: count(
+                "login_free_account_failures",
+                raw.login_free_account_failures,
+                5,
+                1000,
+            )?,
+            login_free_address_failures: count(
+                "login_free_address_failures",
+                raw.login_free_address_failures,
+                20,
+                100_000,
+            )?,
+            login_max_lock: seconds(
+                "login_max_lock_secs",
+                raw.login_max_lock_secs,
+                900,
+                1..=86_400,
+            )?,
+            trusted_proxies,
             credential_trusted_clients,
             credential_audience: raw.credential_audience,
             credential_lifetime: Duration::from_secs(credential_lifetime_days * 86_400),

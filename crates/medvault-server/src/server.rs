@@ -215,6 +215,10 @@ pub async fn start_with_routes(
         LoginPolicy {
             session_lifetime: time::Duration::try_from(config.session_lifetime)
                 .unwrap_or(time::Duration::minutes(30)),
+            free_account_failures: config.login_free_account_failures,
+            free_address_failures: config.login_free_address_failures,
+            max_lock: time::Duration::try_from(config.login_max_lock)
+                .unwrap_or(time::Duration::minutes(15)),
             ..LoginPolicy::default()
         },
     );

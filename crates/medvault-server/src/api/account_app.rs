@@ -2,7 +2,7 @@
 //! (no JavaScript, no credential typed into them), the approval a logged-in
 //! client sends, and the one-time result an app's backend redeems.
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -10,9 +10,10 @@ use axum::{Json, Router};
 use medvault_accounts::{AccountAppError, RequestPage, RequestPurpose};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiJson, BearerSession, internal, store_error, too_many, with_retry_after};
+use super::{
+    ApiJson, BearerSession, ClientAddress, internal, store_error, too_many, with_retry_after,
+};
 use crate::app::AppState;
-use crate::listener::ConnectionInfo;
 use crate::problem::Problem;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -132,30 +133,18 @@ async fn open(
 
 async fn login_page(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     Query(query): Query<EntryQuery>,
 ) -> Response {
-    open(
-        state,
-        RequestPurpose::Login,
-        query,
-        connection.remote_addr.ip(),
-    )
-    .await
+    open(state, RequestPurpose::Login, query, client).await
 }
 
 async fn register_page(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     Query(query): Query<EntryQuery>,
 ) -> Response {
-    open(
-        state,
-        RequestPurpose::Register,
-        query,
-        connection.remote_addr.ip(),
-    )
-    .await
+    open(state, RequestPurpose::Register, query, client).await
 }
 
 async fn request_page(

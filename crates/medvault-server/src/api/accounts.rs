@@ -1,7 +1,7 @@
 //! Accounts and PKI over HTTP: registration, logins, sessions, credentials,
 //! directory entries and the participant CA.
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -13,11 +13,10 @@ use medvault_proto::Bytes;
 use medvault_proto::accounts as proto;
 
 use super::{
-    ApiJson, BearerSession, credential_error, invalid, login_error, registration_error, rfc3339,
-    store_error,
+    ApiJson, BearerSession, ClientAddress, credential_error, invalid, login_error,
+    registration_error, rfc3339, store_error,
 };
 use crate::app::AppState;
-use crate::listener::ConnectionInfo;
 use crate::problem::Problem;
 
 /// The OpenAPI description of `/api/v1`, served at `/api/v1/openapi.json`.
@@ -209,17 +208,13 @@ async fn directory_entry(
 
 async fn password_registration(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<proto::PasswordRegistrationRequest>,
 ) -> Result<Response, Problem> {
     let email = parse_email(&request.email)?;
     match state
         .accounts
-        .password_registration_response(
-            &email,
-            request.registration_request.as_slice(),
-            connection.remote_addr.ip(),
-        )
+        .password_registration_response(&email, request.registration_request.as_slice(), client)
         .await
     {
         Ok(response) => Ok(Json(proto::PasswordRegistrationResponse {
@@ -232,13 +227,13 @@ async fn password_registration(
 
 async fn password_login_start(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<proto::PasswordLoginStart>,
 ) -> Result<Response, Problem> {
     let email = parse_email(&request.email)?;
     match state
         .accounts
-        .password_login_start(&email, request.ke1.as_slice(), connection.remote_addr.ip())
+        .password_login_start(&email, request.ke1.as_slice(), client)
         .await
     {
         Ok((challenge_id, ke2)) => Ok(Json(proto::PasswordLoginChallenge {
@@ -252,23 +247,19 @@ async fn password_login_start(
 
 async fn password_login_finish(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<proto::PasswordLoginFinish>,
 ) -> Response {
     state
         .accounts
-        .password_login_finish(
-            &request.challenge_id,
-            request.ke3.as_slice(),
-            connection.remote_addr.ip(),
-        )
+        .password_login_finish(&request.challenge_id, request.ke3.as_slice(), client)
         .await
         .map_or_else(login_error, login_response)
 }
 
 async fn code_login(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<proto::CodeLogin>,
 ) -> Result<Response, Problem> {
     let uid = parse_uid(&request.uid, "uid")?;
@@ -278,27 +269,21 @@ async fn code_login(
     };
     Ok(state
         .accounts
-        .code_login(
-            uid,
-            kind,
-            request.number,
-            request.proof.as_slice(),
-            connection.remote_addr.ip(),
-        )
+        .code_login(uid, kind, request.number, request.proof.as_slice(), client)
         .await
         .map_or_else(login_error, login_response))
 }
 
 async fn signature_login_start(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<proto::SignatureLoginStart>,
 ) -> Result<Response, Problem> {
     let uid = parse_uid(&request.uid, "uid")?;
     let credential_id = parse_uid(&request.credential_id, "credential_id")?;
     match state
         .accounts
-        .signature_login_start(uid, credential_id, connection.remote_addr.ip())
+        .signature_login_start(uid, credential_id, client)
         .await
     {
         Ok((challenge_id, nonce)) => Ok(Json(proto::SignatureLoginChallenge {
@@ -312,16 +297,12 @@ async fn signature_login_start(
 
 async fn signature_login_finish(
     State(state): State<AppState>,
-    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<proto::SignatureLoginFinish>,
 ) -> Response {
     state
         .accounts
-        .signature_login_finish(
-            &request.challenge_id,
-            request.signature.as_slice(),
-            connection.remote_addr.ip(),
-        )
+        .signature_login_finish(&request.challenge_id, request.signature.as_slice(), client)
         .await
         .map_or_else(login_error, login_response)
 }

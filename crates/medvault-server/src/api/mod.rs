@@ -104,6 +104,73 @@ fn describe_data_error(text: &str) -> String {
     }
 }
 
+/// The client's address for throttling: the TCP peer, or, when the peer is
+/// one of the configured `trusted_proxies`, the rightmost address of
+/// `X-Forwarded-For` that is not itself a trusted proxy (the one the outermost
+/// trusted proxy saw). A malformed header from a trusted proxy counts as the
+/// proxy's own address, never as a value the client chose.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+/// The longest `X-Forwarded-For` read.
+const MAX_FORWARDED_LEN: usize = 2048;
+
+/// The client address behind `peer` given the `X-Forwarded-For` values.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    forwarded: &[&str],
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |address: &std::net::IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut address = peer;
+    let total: usize = forwarded.iter().map(|value| value.len()).sum();
+    if total > MAX_FORWARDED_LEN {
+        return peer;
+    }
+    // Headers in order, each a comma-separated list; the rightmost entry is
+    // the one the nearest proxy added.
+    for entry in forwarded.iter().flat_map(|value| value.split(',')).rev() {
+        let Ok(parsed) = entry.trim().parse::<std::net::IpAddr>() else {
+            return address;
+        };
+        address = parsed;
+        if !is_trusted(&parsed) {
+            break;
+        }
+    }
+    address
+}
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::listener::ConnectionInfo>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| {
+                info.0.remote_addr.ip()
+            });
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        Ok(Self(client_address(
+            peer,
+            &forwarded,
+            &state.config.trusted_proxies,
+        )))
+    }
+}
+
 /// The session of an `Authorization: Bearer` header; 401 without a valid one.
 #[derive(Debug, Clone)]
 pub struct BearerSession {
@@ -269,7 +336,64 @@ pub fn credential_error(error: CredentialError) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_data_error;
+    use super::{client_address, describe_data_error};
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        let proxy: std::net::IpAddr = "10.0.0.5".parse().unwrap_or(std::net::IpAddr::from([0; 4]));
+        let trusted: Vec<ipnet::IpNet> = ["10.0.0.0/8", "192.0.2.1"]
+            .iter()
+            .filter_map(|text| {
+                text.parse::<ipnet::IpNet>().ok().or_else(|| {
+                    text.parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(ipnet::IpNet::from)
+                })
+            })
+            .collect();
+        let ip = |text: &str| {
+            text.parse::<std::net::IpAddr>()
+                .unwrap_or(std::net::IpAddr::from([0; 4]))
+        };
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &["198.51.100.1"], &trusted),
+            ip("203.0.113.9")
+        );
+        // Behind a trusted proxy: the rightmost untrusted entry, whatever the client put left of it.
+        assert_eq!(
+            client_address(proxy, &["1.2.3.4, 198.51.100.7, 10.1.1.1"], &trusted),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(proxy, &["1.2.3.4", "198.51.100.7"], &trusted),
+            ip("198.51.100.7"),
+            "several headers are one list"
+        );
+        assert_eq!(
+            client_address(proxy, &["2001:db8::1"], &trusted),
+            ip("2001:db8::1")
+        );
+        // Malformed or oversized: the proxy's own address.
+        assert_eq!(client_address(proxy, &["not-an-ip"], &trusted), proxy);
+        assert_eq!(
+            client_address(proxy, &["198.51.100.7, junk"], &trusted),
+            proxy
+        );
+        assert_eq!(
+            client_address(proxy, &[&"1.1.1.1,".repeat(300)], &trusted),
+            proxy
+        );
+        assert_eq!(client_address(proxy, &[], &trusted), proxy);
+        assert_eq!(
+            client_address(ip("192.0.2.1"), &["198.51.100.8"], &trusted),
+            ip("198.51.100.8")
+        );
+        assert_eq!(
+            client_address(ip("192.0.2.2"), &["198.51.100.8"], &trusted),
+            ip("192.0.2.2")
+        );
+    }
 
     #[test]
     fn data_errors_name_the_field_but_never_the_value() {

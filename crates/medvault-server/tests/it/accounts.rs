@@ -593,3 +593,42 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// Behind a configured reverse proxy the throttle counts the address in
+/// `X-Forwarded-For`; the limits are settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_names_the_address_the_throttle_counts() {
+    let server = TestServer::start_with(Backend::Sqlite, |raw| {
+        raw.trusted_proxies = Some(vec!["127.0.0.1".into(), "::1/128".into()]);
+        raw.login_free_address_failures = Some(2);
+        raw.login_free_account_failures = Some(100);
+    })
+    .await
+    .unwrap();
+    let http = server.client(None);
+    let attempt = |from: &'static str| {
+        let request = http
+            .post(server.patient_url("/api/v1/login/code"))
+            .header("x-forwarded-for", format!("203.0.113.250, {from}"))
+            .json(&json!({
+                "uid": Uid::generate().to_string(),
+                "kind": "superpin",
+                "number": 0,
+                "proof": base64_encode(&[0; 32]),
+            }));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Two free failures, then locks: the address is refused within four tries
+    // (the default of 20 free failures would need more than twenty).
+    let mut tries = 0;
+    while attempt("198.51.100.1").await != 429 {
+        tries += 1;
+        assert!(tries < 4, "the address limit of 2 did not apply");
+    }
+    assert!(tries >= 2, "two failures are free");
+    assert_eq!(
+        attempt("198.51.100.2").await,
+        401,
+        "another client behind the proxy"
+    );
+}
