@@ -189,6 +189,13 @@ enum AdminCommand {
         #[command(subcommand)]
         command: crate::registry::DigaCommand,
     },
+    /// The MIV ValueSets (`<data_dir>/valuesets/`).
+    Valuesets {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: crate::registry::ValueSetCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +254,20 @@ pub fn run(cli: Cli) -> ExitCode {
                 return ExitCode::from(2);
             };
             run_async(client_cert(config, command))
+        }
+        Command::Admin {
+            command: AdminCommand::Valuesets { common, command },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            match crate::registry::valuesets(&config.data_dir, &config.value_set_base, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("medvault: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Admin {
             command: AdminCommand::Diga { common, command },

@@ -148,3 +148,88 @@ pub fn diga(data_dir: &Path, command: DigaCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Where loaded ValueSets live in the data directory.
+pub const VALUE_SET_DIR: &str = "valuesets";
+
+/// `medvault admin valuesets ...`
+#[derive(Debug, Subcommand)]
+pub enum ValueSetCommand {
+    /// Check the MIV ValueSets in DIR (the guide's package layout,
+    /// `ValueSet-<id>.json`) and copy them into the data directory.
+    Load {
+        /// The directory, e.g. hddt-ig/ of this repository.
+        dir: PathBuf,
+    },
+    /// Show the loaded MIV ValueSets and their codes.
+    Show,
+}
+
+/// Runs a `medvault admin valuesets` command under the ValueSet `base`.
+pub fn valuesets(data_dir: &Path, base: &str, command: ValueSetCommand) -> anyhow::Result<()> {
+    let target = data_dir.join(VALUE_SET_DIR);
+    match command {
+        ValueSetCommand::Load { dir } => {
+            let sets = medvault_oauth::MivValueSets::load_dir(base, &dir)
+                .map_err(|error| anyhow!("{}: {error}", dir.display()))?;
+            // Stage everything, then swap the directory: readers see the old
+            // set or the new one.
+            let staging = data_dir.join("valuesets.new");
+            if staging.exists() {
+                std::fs::remove_dir_all(&staging)
+                    .with_context(|| format!("removing {}", staging.display()))?;
+            }
+            std::fs::create_dir_all(&staging)
+                .with_context(|| format!("creating {}", staging.display()))?;
+            for entry in
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+            {
+                let entry = entry?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("ValueSet-") && name.ends_with(".json") {
+                    std::fs::copy(entry.path(), staging.join(name.as_ref()))
+                        .with_context(|| format!("copying {name}"))?;
+                }
+            }
+            if target.exists() {
+                std::fs::remove_dir_all(&target)
+                    .with_context(|| format!("removing {}", target.display()))?;
+            }
+            std::fs::rename(&staging, &target)
+                .with_context(|| format!("installing {}", target.display()))?;
+            for miv in Miv::ALL {
+                if let Some(set) = sets.get(miv) {
+                    println!(
+                        "{}  version {}  {} codes",
+                        set.url,
+                        set.version.as_deref().unwrap_or("-"),
+                        set.codes.len()
+                    );
+                }
+            }
+        }
+        ValueSetCommand::Show => {
+            let sets = medvault_oauth::MivValueSets::load_dir(base, &target).map_err(|error| {
+                anyhow!(
+                    "no usable ValueSets in {} ({error}): run `medvault admin valuesets load DIR`",
+                    target.display()
+                )
+            })?;
+            for miv in Miv::ALL {
+                if let Some(set) = sets.get(miv) {
+                    let served = if miv.is_supported() {
+                        "served"
+                    } else {
+                        "not served"
+                    };
+                    println!("{} ({served})", set.url);
+                    for (system, code) in &set.codes {
+                        println!("  {system}|{code}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -89,6 +89,8 @@ pub struct RawConfig {
     /// Reverse proxies (IP addresses or CIDR networks) whose `X-Forwarded-For`
     /// names the client.
     pub trusted_proxies: Option<Vec<String>>,
+    /// The canonical base of the HDDT MIV ValueSets.
+    pub value_set_base: Option<String>,
 }
 
 impl RawConfig {
@@ -156,6 +158,7 @@ impl RawConfig {
                 .or(lower.login_free_address_failures),
             login_max_lock_secs: self.login_max_lock_secs.or(lower.login_max_lock_secs),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            value_set_base: self.value_set_base.or(lower.value_set_base),
         }
     }
 }
@@ -283,6 +286,9 @@ pub struct Config {
     pub login_max_lock: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed (default none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The canonical base of the HDDT MIV ValueSets (default gematik's of
+    /// guide 1.0.1; the ZTS may publish them under another).
+    pub value_set_base: String,
 }
 
 /// The `client_id` of medvault's own user agent (SDK and CLI).
@@ -597,6 +603,23 @@ impl Config {
                 1..=86_400,
             )?,
             trusted_proxies,
+            value_set_base: match raw.value_set_base {
+                None => medvault_core::hddt::DEFAULT_VALUE_SET_BASE.to_owned(),
+                Some(base)
+                    if base.starts_with("https://")
+                        && base.ends_with('/')
+                        && Url::parse(&base).is_ok()
+                        && base.len() <= 512 =>
+                {
+                    base
+                }
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "value_set_base",
+                        "must be an https URL ending in /",
+                    ));
+                }
+            },
             credential_trusted_clients,
             credential_audience: raw.credential_audience,
             credential_lifetime: Duration::from_secs(credential_lifetime_days * 86_400),

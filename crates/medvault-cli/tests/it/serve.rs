@@ -566,3 +566,46 @@ fn admin_diga_registers_checks_lists_and_removes() {
     ]);
     assert_eq!(again.status.code(), Some(1));
 }
+
+#[test]
+fn admin_valuesets_load_the_guides_mivs_and_refuse_a_bad_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/../../hddt-ig");
+    let loaded = run(&["admin", "valuesets", "--data-dir", data_dir, "load", guide]);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&loaded.stdout).to_string();
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(
+        stdout.contains("hddt-miv-continuous-glucose-measurement  version 1.0.1  2 codes"),
+        "{stdout}"
+    );
+    let shown = run(&["admin", "valuesets", "--data-dir", data_dir, "show"]);
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        shown.contains("hddt-miv-continuous-glucose-measurement (served)"),
+        "{shown}"
+    );
+    assert!(shown.contains("http://loinc.org|99504-3"), "{shown}");
+    assert!(
+        shown.contains("hddt-miv-blood-pressure-value (not served)"),
+        "{shown}"
+    );
+    // A directory without the ValueSets changes nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let refused = run(&[
+        "admin",
+        "valuesets",
+        "--data-dir",
+        data_dir,
+        "load",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let still = run(&["admin", "valuesets", "--data-dir", data_dir, "show"]);
+    assert!(still.status.success());
+}
