@@ -8,7 +8,8 @@
 //! one transaction, so a refusal leaves no trace and a failure leaves the
 //! code usable.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use medvault_accounts::Session;
 use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, Outcome};
@@ -131,7 +132,23 @@ pub struct CredentialIssuer {
     keys: IssuerKeys,
     names: DidWeb,
     policy: IssuancePolicy,
+    lists: Arc<Mutex<HashMap<(Uid, StatusPurpose), SignedList>>>,
 }
+
+/// A signed status list, reused while its content and key are unchanged.
+#[derive(Debug, Clone)]
+struct SignedList {
+    set: Vec<i64>,
+    kid: String,
+    jwt: String,
+    signed_at: OffsetDateTime,
+}
+
+/// How long a signed status list is handed out again unchanged: the list
+/// endpoint is public, and signing (plus compressing 16 KiB) on every GET
+/// would let anyone spend the server's CPU. A change of the list's content
+/// is signed at once.
+const LIST_REUSE: Duration = Duration::seconds(60);
 
 fn random_hex(bytes: usize) -> Result<String, IssueError> {
     let mut buffer = vec![0u8; bytes];
@@ -163,6 +180,7 @@ impl CredentialIssuer {
             keys,
             names,
             policy,
+            lists: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -399,11 +417,24 @@ impl CredentialIssuer {
             .store
             .patient_credential_indexes(&institution.to_string(), purpose.marks(), now)
             .await?;
-        let encoded = encode_status_list(&set).map_err(|_| IssueError::Internal("status list"))?;
         // An institution that never issued has no list (and a read makes no key).
         let Some((kid, key)) = self.keys.existing_signing_key(institution).await? else {
             return Ok(None);
         };
+        let cached = self
+            .lists
+            .lock()
+            .ok()
+            .and_then(|lists| lists.get(&(institution, purpose)).cloned());
+        if let Some(cached) = cached
+            && cached.set == set
+            && cached.kid == kid
+            && now >= cached.signed_at
+            && now < cached.signed_at + LIST_REUSE
+        {
+            return Ok(Some(cached.jwt));
+        }
+        let encoded = encode_status_list(&set).map_err(|_| IssueError::Internal("status list"))?;
         let list = self.names.status_list(institution, purpose.as_str());
         let expires_at = now + self.policy.status_list_lifetime;
         self.keys.signed_until(&kid, expires_at).await?;
@@ -426,9 +457,19 @@ impl CredentialIssuer {
                 },
             },
         });
-        sign_es256(&header, &claims, &key)
-            .map(Some)
-            .map_err(|_| IssueError::Internal("sign"))
+        let jwt = sign_es256(&header, &claims, &key).map_err(|_| IssueError::Internal("sign"))?;
+        if let Ok(mut lists) = self.lists.lock() {
+            lists.insert(
+                (institution, purpose),
+                SignedList {
+                    set,
+                    kid: header.kid.clone().unwrap_or_default(),
+                    jwt: jwt.clone(),
+                    signed_at: now,
+                },
+            );
+        }
+        Ok(Some(jwt))
     }
 
     async fn audit(

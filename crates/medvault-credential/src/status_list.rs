@@ -20,7 +20,7 @@ use flate2::write::GzEncoder;
 pub const STATUS_LIST_BITS: usize = 131_072;
 
 /// What a list's set bit means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusPurpose {
     /// Revoked for good.
     Revocation,

@@ -496,6 +496,42 @@ async fn credentials_outlive_a_key_rotation_and_then_expire() {
     assert_eq!(verified.institution, practice);
     assert_eq!(verified.claims.sub, device_did(&device));
 
+    // The public status list is signed once and handed out again while its
+    // content is unchanged (for at most a minute); a change is signed at once.
+    use medvault_credential::{CredentialStatus, StatusPurpose};
+    let list = |purpose| issuer.status_list(practice, purpose);
+    let first = list(StatusPurpose::Suspension).await.unwrap().unwrap();
+    assert_eq!(
+        list(StatusPurpose::Suspension).await.unwrap().unwrap(),
+        first
+    );
+    issuer
+        .set_status(&session(practice), &issued.id, CredentialStatus::Suspended)
+        .await
+        .unwrap();
+    let suspended = list(StatusPurpose::Suspension).await.unwrap().unwrap();
+    assert_ne!(suspended, first, "a change is signed at once");
+    issuer
+        .set_status(&session(practice), &issued.id, CredentialStatus::Active)
+        .await
+        .unwrap();
+    let reinstated = list(StatusPurpose::Suspension).await.unwrap().unwrap();
+    assert_ne!(reinstated, suspended);
+    fixture.clock.advance(Duration::seconds(61));
+    assert_ne!(
+        list(StatusPurpose::Suspension).await.unwrap().unwrap(),
+        reinstated,
+        "re-signed after a minute"
+    );
+    assert!(
+        issuer
+            .status_list(patient, StatusPurpose::Revocation)
+            .await
+            .unwrap()
+            .is_none(),
+        "a patient has no list"
+    );
+
     // Rotation: new credentials use the new key, the old one stays published.
     let new_kid = keys.rotate(practice).await.unwrap();
     fixture.clock.advance(Duration::days(10));
