@@ -216,6 +216,20 @@ async fn a_connected_patient_is_proofed_and_the_code_works_once() {
 
 const CLIENT: &str = "urn:medvault:app:patient-app";
 
+/// The practice records an in-person proofing of the patient: its code.
+async fn proof(fixture: &Fixture, practice: Uid, patient: Uid) -> medvault_credential::IssuedCode {
+    fixture
+        .proofing
+        .record(
+            &session(practice),
+            patient,
+            ProofingMethod::InPerson,
+            EvidenceType::IdCard,
+        )
+        .await
+        .unwrap()
+}
+
 fn device_did(key: &SoftwareKey) -> String {
     P256PublicKey::from_uncompressed(&key.public_key())
         .unwrap()
@@ -451,16 +465,7 @@ async fn credentials_outlive_a_key_rotation_and_then_expire() {
     };
 
     // An expired code issues nothing.
-    let late = fixture
-        .proofing
-        .record(
-            &session(practice),
-            patient,
-            ProofingMethod::InPerson,
-            EvidenceType::IdCard,
-        )
-        .await
-        .unwrap();
+    let late = proof(&fixture, practice, patient).await;
     fixture.clock.advance(Duration::minutes(11));
     let refused = issuer
         .issue(
@@ -474,16 +479,7 @@ async fn credentials_outlive_a_key_rotation_and_then_expire() {
         "{refused}"
     );
 
-    let code = fixture
-        .proofing
-        .record(
-            &session(practice),
-            patient,
-            ProofingMethod::InPerson,
-            EvidenceType::IdCard,
-        )
-        .await
-        .unwrap();
+    let code = proof(&fixture, practice, patient).await;
     let issued = issuer
         .issue(
             &session(patient),
@@ -541,16 +537,7 @@ async fn credentials_outlive_a_key_rotation_and_then_expire() {
     );
     let published = keys.jwks(Some(practice)).await.unwrap();
     assert_eq!(published.len(), 2);
-    let second_code = fixture
-        .proofing
-        .record(
-            &session(practice),
-            patient,
-            ProofingMethod::InPerson,
-            EvidenceType::IdCard,
-        )
-        .await
-        .unwrap();
+    let second_code = proof(&fixture, practice, patient).await;
     let second = issuer
         .issue(
             &session(patient),
