@@ -11,6 +11,7 @@
 mod account_requests;
 mod accounts;
 mod documents;
+mod hddt;
 mod issuer_keys;
 mod patient_credentials;
 mod proofing;
@@ -77,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 9,
         description: "patient credentials, presentation nonces, session assurance",
         sql: include_str!("../migrations/0009_patient_credentials.sql"),
+    },
+    Migration {
+        version: 10,
+        description: "HDDT authorization server: server keys, authorizations, pairings, grants, codes",
+        sql: include_str!("../migrations/0010_hddt.sql"),
     },
 ];
 

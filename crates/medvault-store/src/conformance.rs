@@ -28,6 +28,10 @@ use crate::{
     WorkingCredentialRowV1,
 };
 use crate::{
+    Approval, AuthorizationCodeRowV1, AuthorizationRowV1, GrantRowV1, GrantSelector,
+    LoginTicketRowV1, PairingRowV1, ServerKeyRowV1,
+};
+use crate::{
     CredentialCodeRowV1, CredentialIssue, DocumentInsert, IssuerKeyRowV1, PatientCredentialRowV1,
     ProofingRowV1,
 };
@@ -69,6 +73,8 @@ macro_rules! store_conformance_tests {
             proofing_codes_and_jtis_are_single_use,
             issuer_keys_rotate_and_stay_published,
             patient_credentials_issue_once_and_revoke_for_good,
+            hddt_requests_codes_and_refresh_tokens_are_used_once,
+            hddt_grants_are_revoked_by_selector,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -1698,5 +1704,463 @@ pub async fn patient_credentials_issue_once_and_revoke_for_good(store: &dyn Stor
             .await
             .unwrap()
             >= 2
+    );
+}
+
+fn hddt_request(uri: &str) -> AuthorizationRowV1 {
+    AuthorizationRowV1 {
+        request_uri: uri.to_owned(),
+        client_id: "urn:diga:bfarm:12345".to_owned(),
+        request: "{}".to_owned(),
+        created_at: T0,
+        expires_at: T0 + Duration::seconds(90),
+        opened_at: None,
+        csrf_hash: None,
+        interaction_expires_at: None,
+        patient_uid: None,
+        finished_at: None,
+        outcome: None,
+    }
+}
+
+fn hddt_approval(patient: &str, pairing: &str, grant: &str, code: u8) -> Approval {
+    Approval {
+        pairing: PairingRowV1 {
+            pairing_id: pairing.to_owned(),
+            client_id: "urn:diga:bfarm:12345".to_owned(),
+            patient_uid: patient.to_owned(),
+            created_at: T0,
+        },
+        grant: GrantRowV1 {
+            id: grant.to_owned(),
+            pairing_id: pairing.to_owned(),
+            client_id: "urn:diga:bfarm:12345".to_owned(),
+            patient_uid: patient.to_owned(),
+            scope: "patient/Device.rs".to_owned(),
+            consent_until: T0 + Duration::days(90),
+            consent_basis: "patient".to_owned(),
+            created_at: T0,
+            refresh_generation: 0,
+            rotated_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+        },
+        code: AuthorizationCodeRowV1 {
+            code_hash: vec![code; 32],
+            grant_id: grant.to_owned(),
+            client_id: "urn:diga:bfarm:12345".to_owned(),
+            redirect_uri: "https://diga.example/cb".to_owned(),
+            code_challenge: "c".repeat(43),
+            expires_at: T0 + Duration::seconds(60),
+            used_at: None,
+        },
+    }
+}
+
+/// Pairs `patient` through a full interaction and returns the grant id.
+async fn hddt_pair(store: &dyn Store, patient: &str, uri: &str, ticket: u8, code: u8) -> String {
+    let grant = format!("grant-{uri}");
+    store
+        .insert_authorization(&hddt_request(uri))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .open_authorization(
+                uri,
+                "urn:diga:bfarm:12345",
+                &[9; 32],
+                T0 + Duration::minutes(10),
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    store
+        .insert_login_ticket(&LoginTicketRowV1 {
+            ticket_hash: vec![ticket; 32],
+            patient_uid: patient.to_owned(),
+            created_at: T0,
+            expires_at: T0 + Duration::minutes(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .authenticate_authorization(uri, &[9; 32], &[ticket; 32], T0)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(patient)
+    );
+    let approval = hddt_approval(patient, &"a".repeat(64), &grant, code);
+    assert!(
+        store
+            .finish_authorization(uri, &[9; 32], Some(&approval), T0)
+            .await
+            .unwrap()
+    );
+    grant
+}
+
+/// A `request_uri` opens once, a ticket logs in once, a code redeems once, and a
+/// refresh generation rotates once, also under concurrent use.
+pub async fn hddt_requests_codes_and_refresh_tokens_are_used_once(store: &dyn Store) {
+    let [patient, other, _] = three_participants(store).await;
+    let uri = "urn:uuid:1";
+    store
+        .insert_authorization(&hddt_request(uri))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_authorization(&hddt_request(uri)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let until = T0 + Duration::minutes(10);
+    // Another DiGA's id, or after expiry: not opened.
+    assert!(
+        !store
+            .open_authorization(uri, "urn:diga:bfarm:99999", &[9; 32], until, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .open_authorization(
+                uri,
+                "urn:diga:bfarm:12345",
+                &[9; 32],
+                until,
+                T0 + Duration::seconds(90)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .open_authorization(uri, "urn:diga:bfarm:12345", &[9; 32], until, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .open_authorization(uri, "urn:diga:bfarm:12345", &[8; 32], until, T0)
+            .await
+            .unwrap()
+    );
+    let ticket = |hash: u8, who: &str| LoginTicketRowV1 {
+        ticket_hash: vec![hash; 32],
+        patient_uid: who.to_owned(),
+        created_at: T0,
+        expires_at: T0 + Duration::minutes(5),
+    };
+    store.insert_login_ticket(&ticket(1, &other)).await.unwrap();
+    // A new ticket replaces the patient's earlier one.
+    store
+        .insert_login_ticket(&ticket(2, &patient))
+        .await
+        .unwrap();
+    store
+        .insert_login_ticket(&ticket(3, &patient))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .authenticate_authorization(uri, &[9; 32], &[2; 32], T0)
+            .await
+            .unwrap(),
+        None
+    );
+    // A wrong CSRF hash spends nothing.
+    assert_eq!(
+        store
+            .authenticate_authorization(uri, &[8; 32], &[3; 32], T0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .authenticate_authorization(uri, &[9; 32], &[3; 32], T0)
+            .await
+            .unwrap(),
+        Some(patient.clone())
+    );
+    // Bound once: the other patient's ticket cannot take the interaction over.
+    assert_eq!(
+        store
+            .authenticate_authorization(uri, &[9; 32], &[1; 32], T0)
+            .await
+            .unwrap(),
+        None
+    );
+    let approval = hddt_approval(&patient, &"a".repeat(64), "g1", 7);
+    assert!(
+        !store
+            .finish_authorization(uri, &[8; 32], Some(&approval), T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_authorization(uri, &[9; 32], Some(&approval), until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_authorization(uri, &[9; 32], Some(&approval), T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_authorization(uri, &[9; 32], None, T0)
+            .await
+            .unwrap()
+    );
+    let stored = store.authorization(uri).await.unwrap().unwrap();
+    assert_eq!(stored.outcome.as_deref(), Some("approved"));
+    assert_eq!(stored.patient_uid.as_deref(), Some(patient.as_str()));
+    assert_eq!(
+        store
+            .pairing(&"a".repeat(64))
+            .await
+            .unwrap()
+            .unwrap()
+            .patient_uid,
+        patient
+    );
+
+    // The code: not after expiry, then exactly once among racing redemptions.
+    let code = store.authorization_code(&[7; 32]).await.unwrap().unwrap();
+    assert_eq!(code.grant_id, "g1");
+    assert_eq!(
+        store
+            .redeem_authorization_code(&[7; 32], T0 + Duration::seconds(60))
+            .await
+            .unwrap(),
+        None
+    );
+    let (a, b) = tokio::join!(
+        store.redeem_authorization_code(&[7; 32], T0),
+        store.redeem_authorization_code(&[7; 32], T0)
+    );
+    let winners: Vec<GrantRowV1> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1);
+    assert_eq!(winners[0].refresh_generation, 1);
+    assert_eq!(winners[0].patient_uid, patient);
+    assert!(
+        store
+            .authorization_code(&[7; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at
+            .is_some()
+    );
+
+    // Refresh: one winner per generation; an old generation never rotates.
+    let (a, b) = tokio::join!(
+        store.rotate_refresh_token("g1", 1, T0),
+        store.rotate_refresh_token("g1", 1, T0)
+    );
+    let winners: Vec<GrantRowV1> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1);
+    assert_eq!(winners[0].refresh_generation, 2);
+    assert_eq!(store.rotate_refresh_token("g1", 1, T0).await.unwrap(), None);
+    // Not after the consent ended.
+    assert_eq!(
+        store
+            .rotate_refresh_token("g1", 2, T0 + Duration::days(90))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .live_grants(Some("urn:diga:bfarm:12345"), T0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .live_grants(None, T0 + Duration::days(90))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Server keys: one current per purpose, the retired one still listed while published.
+    let key = |kid: &str, publish_until| ServerKeyRowV1 {
+        kid: kid.to_owned(),
+        purpose: "oauth-signing".to_owned(),
+        public_jwk: Some("{}".to_owned()),
+        wrapped_secret: vec![1; 80],
+        created_at: T0,
+        retired_at: None,
+        publish_until,
+    };
+    store.rotate_server_key(&key("k1", T0), T0).await.unwrap();
+    assert_eq!(
+        store
+            .current_server_key("oauth-signing")
+            .await
+            .unwrap()
+            .unwrap()
+            .kid,
+        "k1"
+    );
+    assert_eq!(
+        store.current_server_key("pairing-secret").await.unwrap(),
+        None
+    );
+    store
+        .rotate_server_key(&key("k2", T0 + Duration::days(31)), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .current_server_key("oauth-signing")
+            .await
+            .unwrap()
+            .unwrap()
+            .kid,
+        "k2"
+    );
+    let kids = |rows: Vec<ServerKeyRowV1>| rows.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+    assert_eq!(
+        kids(
+            store
+                .server_keys("oauth-signing", T0 - Duration::seconds(1))
+                .await
+                .unwrap()
+        ),
+        ["k1", "k2"]
+    );
+    assert_eq!(
+        kids(store.server_keys("oauth-signing", T0).await.unwrap()),
+        ["k2"]
+    );
+
+    // State values.
+    store
+        .set_hddt_state("retired", Some("1"), T0)
+        .await
+        .unwrap();
+    store
+        .set_hddt_state("absent:urn:diga:bfarm:1", Some("x"), T0)
+        .await
+        .unwrap();
+    store
+        .set_hddt_state("absent:urn:diga:bfarm:1", Some("y"), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.hddt_state("retired").await.unwrap(),
+        Some(("1".to_owned(), T0))
+    );
+    assert_eq!(store.hddt_states("absent:").await.unwrap().len(), 1);
+    store.set_hddt_state("retired", None, T0).await.unwrap();
+    assert_eq!(store.hddt_state("retired").await.unwrap(), None);
+
+    // Purge: expired requests, tickets and codes go.
+    assert!(
+        store
+            .purge_expired_hddt(T0 + Duration::days(1))
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(store.authorization(uri).await.unwrap(), None);
+    assert!(store.grant("g1").await.unwrap().is_some());
+}
+
+/// Revocation by grant, pairing, DiGA or all ends only live grants, and a new
+/// approval supersedes the pairing's earlier grant.
+pub async fn hddt_grants_are_revoked_by_selector(store: &dyn Store) {
+    let [patient, _, _] = three_participants(store).await;
+    let first = hddt_pair(store, &patient, "urn:uuid:a", 1, 11).await;
+    let second = hddt_pair(store, &patient, "urn:uuid:b", 2, 12).await;
+    let old = store.grant(&first).await.unwrap().unwrap();
+    assert_eq!(old.revoke_reason.as_deref(), Some("superseded"));
+    // A superseded grant's code redeems nothing.
+    assert_eq!(
+        store
+            .redeem_authorization_code(&[11; 32], T0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .redeem_authorization_code(&[12; 32], T0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.grants_of_patient(&patient, 10).await.unwrap().len(),
+        2
+    );
+    assert!(
+        store
+            .set_grant_scope(&second, "patient/DeviceMetric.rs")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.grant(&second).await.unwrap().unwrap().scope,
+        "patient/DeviceMetric.rs"
+    );
+    assert!(
+        store
+            .revoke_grants(
+                GrantSelector::Client("urn:diga:bfarm:99999"),
+                "registry",
+                T0
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .revoke_grants(GrantSelector::Pairing(&"a".repeat(64)), "patient", T0)
+            .await
+            .unwrap(),
+        [second.clone()]
+    );
+    assert!(
+        store
+            .revoke_grants(GrantSelector::Grant(&second), "client", T0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .grant(&second)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoke_reason
+            .as_deref(),
+        Some("patient")
+    );
+    assert!(!store.set_grant_scope(&second, "x").await.unwrap());
+    assert_eq!(
+        store.rotate_refresh_token(&second, 1, T0).await.unwrap(),
+        None
+    );
+    let third = hddt_pair(store, &patient, "urn:uuid:c", 3, 13).await;
+    assert_eq!(
+        store
+            .revoke_grants(GrantSelector::All, "retired", T0)
+            .await
+            .unwrap(),
+        [third]
     );
 }

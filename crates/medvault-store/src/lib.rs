@@ -17,6 +17,7 @@ pub mod client_certificates;
 pub mod conformance;
 pub mod documents;
 mod error;
+pub mod hddt;
 pub mod issuer_keys;
 pub mod participants;
 pub mod patient_credentials;
@@ -36,6 +37,10 @@ pub use documents::{
     ReceivedDocumentV1, connection_pair,
 };
 pub use error::StoreError;
+pub use hddt::{
+    Approval, AuthorizationCodeRowV1, AuthorizationRowV1, GrantRowV1, GrantSelector, HddtStore,
+    LoginTicketRowV1, PairingRowV1, ServerKeyRowV1,
+};
 pub use issuer_keys::{IssuerKeyRowV1, IssuerKeyStore};
 pub use participants::{ParticipantRowV1, ParticipantStore};
 pub use patient_credentials::{CredentialIssue, PatientCredentialRowV1, PatientCredentialStore};
@@ -75,6 +80,7 @@ pub trait Store:
     + ProofingStore
     + IssuerKeyStore
     + PatientCredentialStore
+    + HddtStore
     + Send
     + Sync
     + std::fmt::Debug
