@@ -2131,7 +2131,7 @@ pub async fn hddt_grants_are_revoked_by_selector(store: &dyn Store) {
             .revoke_grants(GrantSelector::Pairing(&"a".repeat(64)), "patient", T0)
             .await
             .unwrap(),
-        [second.clone()]
+        std::slice::from_ref(&second)
     );
     assert!(
         store
