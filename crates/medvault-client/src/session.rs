@@ -131,6 +131,32 @@ impl Session {
         self.client.get("api/v1/export", &self.token).await
     }
 
+    /// A one-time ticket that logs this patient in on an HDDT consent page.
+    pub async fn pairing_ticket(&self) -> Result<medvault_proto::hddt::PairingTicket, ClientError> {
+        self.client
+            .post(
+                "api/v1/hddt/tickets",
+                &serde_json::json!({}),
+                Some(&self.token),
+            )
+            .await
+    }
+
+    /// This patient's HDDT pairings (every consent, newest first).
+    pub async fn pairings(&self) -> Result<Vec<medvault_proto::hddt::PairingView>, ClientError> {
+        self.client.get("api/v1/hddt/pairings", &self.token).await
+    }
+
+    /// Ends a pairing at once: its consent, refresh token and access tokens.
+    pub async fn unpair(&self, pairing_id: &str) -> Result<(), ClientError> {
+        if pairing_id.len() != 64 || !pairing_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ClientError::Invalid("a Pairing ID is 64 hex characters"));
+        }
+        self.client
+            .delete(&format!("api/v1/hddt/pairings/{pairing_id}"), &self.token)
+            .await
+    }
+
     /// Ends the session on the server.
     pub async fn logout(self) -> Result<(), ClientError> {
         self.client.delete("api/v1/session", &self.token).await

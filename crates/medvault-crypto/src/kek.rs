@@ -25,6 +25,7 @@ const WRAP_DOMAIN: &[u8] = b"medvault.key-wrap.v1\0";
 const KEK_PURPOSE: &[u8] = b"kek";
 const ROOT_KEY_PURPOSE: &[u8] = b"root-key";
 const SIGNING_KEY_PURPOSE: &[u8] = b"signing-key";
+const SECRET_PURPOSE: &[u8] = b"server-secret";
 
 /// Which participant and working credential a wrapped key belongs to. Bound into
 /// both the key derivation and the AEAD, so a wrapped copy moved to another
@@ -139,6 +140,25 @@ impl KeyEncryptionKey {
     ) -> Result<SoftwareKey, CryptoError> {
         let plaintext = self.open(wrapped, &binding.bytes(SIGNING_KEY_PURPOSE))?;
         SoftwareKey::from_pkcs8(&plaintext)
+    }
+
+    /// Wraps a server secret (e.g. the Pairing ID's salt) that is neither a
+    /// root key nor a signing key.
+    pub fn wrap_secret(
+        &self,
+        secret: &[u8],
+        binding: &WrapBinding,
+    ) -> Result<WrappedKey, CryptoError> {
+        self.seal(secret, &binding.bytes(SECRET_PURPOSE))
+    }
+
+    /// Unwraps a secret wrapped by [`Self::wrap_secret`].
+    pub fn unwrap_secret(
+        &self,
+        wrapped: &WrappedKey,
+        binding: &WrapBinding,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.open(wrapped, &binding.bytes(SECRET_PURPOSE))
     }
 
     fn seal(&self, secret: &[u8], aad: &[u8]) -> Result<WrappedKey, CryptoError> {

@@ -87,6 +87,31 @@ impl OAuthError {
         Self::new(400, "invalid_grant", description)
     }
 
+    /// 500 `server_error`.
+    pub fn server_error() -> Self {
+        Self::new(500, "server_error", "internal error")
+    }
+
+    /// 503 `temporarily_unavailable`: the DiGA directory could not be
+    /// refreshed within its maximum cache age, so the server fails closed.
+    pub fn registry_unavailable() -> Self {
+        Self::new(
+            503,
+            "temporarily_unavailable",
+            "The DiGA directory could not be refreshed; requests are refused until it is",
+        )
+    }
+
+    /// 410 `hddt_not_supported`: the Device Data Recorder left the HIIS-VZ
+    /// (medvault's documented answer; the guide leaves the format open).
+    pub fn retired() -> Self {
+        Self::new(
+            410,
+            "hddt_not_supported",
+            "HDDT is no longer supported by this Device Data Recorder",
+        )
+    }
+
     /// The JSON body.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| {

@@ -17,6 +17,7 @@
 //! accepted only with the canonical URL of its MIV under the configured base,
 //! `status` active, and at least one code.
 
+mod authorization;
 mod certificate;
 mod error;
 mod metadata;
@@ -24,8 +25,13 @@ mod pairing;
 mod par;
 mod pkce;
 mod registry;
+mod tokens;
 mod valueset;
 
+pub use authorization::{
+    AccessContext, AccessError, AuthorizationPolicy, AuthorizationServer, ConsentView, Decision,
+    PageError, PairingView, PushedRequest, RETIRED_STATE, TokenResponse, TrustCache, retire,
+};
 pub use certificate::{
     CertificateError, CheckedCertificate, MIN_RSA_BITS, VALIDITY_DAYS, check_client_certificate,
 };
@@ -37,5 +43,8 @@ pub use par::{AuthorizationRequest, MAX_PARAMETERS, MAX_VALUE_LEN, validate_par}
 pub use pkce::{is_code_verifier, is_s256_challenge, verify_s256};
 pub use registry::{
     Cached, DigaRegistry, DigaRegistryEntry, DigaStatus, MAX_REGISTRY_BYTES, RegistryError, Stale,
+};
+pub use tokens::{
+    ACCESS_TOKEN_TYPE, AccessClaims, KeyError, REFRESH_TOKEN_TYPE, RefreshClaims, TokenKeys,
 };
 pub use valueset::{MivValueSet, MivValueSets, ValueSetError};

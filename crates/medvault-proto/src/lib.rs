@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod credentials;
 pub mod documents;
+pub mod hddt;
 
 use std::fmt;
 

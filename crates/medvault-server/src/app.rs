@@ -67,6 +67,8 @@ pub struct AppState {
     pub verifier: medvault_credential::CredentialVerifier,
     /// IAL2 logins by presentation.
     pub presentations: medvault_credential::PresentationLogin,
+    /// The HDDT authorization server.
+    pub hddt: medvault_oauth::AuthorizationServer,
 }
 
 /// A token bucket over audit entries for refused requests.
@@ -141,6 +143,7 @@ pub fn patient_router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(crate::api::router())
+        .merge(crate::hddt::patient_routes())
         .merge(extra)
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes));
@@ -167,10 +170,12 @@ pub fn hddt_router(state: AppState) -> Router {
     let public = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(crate::hddt::public_routes())
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes));
     // Everything else, including unknown paths, needs a registered certificate.
     let protected = Router::new()
         .route("/client-certificate", get(client_certificate))
+        .merge(crate::hddt::oauth_routes())
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
@@ -282,6 +287,7 @@ async fn require_client_certificate(
                 .unwrap_or("-")
                 .to_owned();
             let path: String = request.uri().path().chars().take(200).collect();
+            let oauth_endpoint = matches!(path.as_str(), "/par" | "/token" | "/revoke");
             // A certificate-less request costs an attacker nothing: those are
             // rate-bounded. A refused certificate got through the handshake (an
             // open or resumed connection of a removed or expired one): always audited.
@@ -307,6 +313,16 @@ async fn require_client_certificate(
                 if let Err(audit_error) = state.audit.append(event).await {
                     tracing::error!(%audit_error, "could not audit a refused request");
                 }
+            }
+            if oauth_endpoint {
+                // The OAuth endpoints answer in RFC 6749's format.
+                return crate::hddt::oauth_error(
+                    &if matches!(error, ClientCertError::StaleAllowList) {
+                        medvault_oauth::OAuthError::registry_unavailable()
+                    } else {
+                        medvault_oauth::OAuthError::unregistered_client()
+                    },
+                );
             }
             let status = match error {
                 ClientCertError::Missing => StatusCode::UNAUTHORIZED,

@@ -91,6 +91,18 @@ pub struct RawConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// The canonical base of the HDDT MIV ValueSets.
     pub value_set_base: Option<String>,
+    /// The DiGA-VZ file (default `<data_dir>/diga-vz.json`).
+    pub diga_registry_file: Option<PathBuf>,
+    /// How often the DiGA-VZ is re-read.
+    pub registry_refresh_secs: Option<u64>,
+    /// How old the DiGA-VZ may be before requests relying on it are refused.
+    pub registry_max_age_secs: Option<u64>,
+    /// How long a DiGA may be inactive or unlisted before its pairings end.
+    pub diga_unpair_grace_secs: Option<u64>,
+    /// How long a reused code or refresh token counts as a lost response.
+    pub token_reuse_grace_secs: Option<u64>,
+    /// Access token lifetime.
+    pub access_token_lifetime_secs: Option<u64>,
 }
 
 impl RawConfig {
@@ -159,6 +171,14 @@ impl RawConfig {
             login_max_lock_secs: self.login_max_lock_secs.or(lower.login_max_lock_secs),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             value_set_base: self.value_set_base.or(lower.value_set_base),
+            diga_registry_file: self.diga_registry_file.or(lower.diga_registry_file),
+            registry_refresh_secs: self.registry_refresh_secs.or(lower.registry_refresh_secs),
+            registry_max_age_secs: self.registry_max_age_secs.or(lower.registry_max_age_secs),
+            diga_unpair_grace_secs: self.diga_unpair_grace_secs.or(lower.diga_unpair_grace_secs),
+            token_reuse_grace_secs: self.token_reuse_grace_secs.or(lower.token_reuse_grace_secs),
+            access_token_lifetime_secs: self
+                .access_token_lifetime_secs
+                .or(lower.access_token_lifetime_secs),
         }
     }
 }
@@ -289,6 +309,20 @@ pub struct Config {
     /// The canonical base of the HDDT MIV ValueSets (default gematik's of
     /// guide 1.0.1; the ZTS may publish them under another).
     pub value_set_base: String,
+    /// The DiGA-VZ file.
+    pub diga_registry_file: PathBuf,
+    /// How often the DiGA-VZ is re-read (default 60 s).
+    pub registry_refresh: Duration,
+    /// The DiGA-VZ's maximum cache age (default and maximum 4 h).
+    pub registry_max_age: Duration,
+    /// How long a DiGA may be inactive or unlisted before its pairings end
+    /// (default 24 h).
+    pub diga_unpair_grace: Duration,
+    /// How long after its first use a reused code or refresh token counts as
+    /// a lost response, not a theft (default 30 s).
+    pub token_reuse_grace: Duration,
+    /// Access token lifetime (default 600 s).
+    pub access_token_lifetime: Duration,
 }
 
 /// The `client_id` of medvault's own user agent (SDK and CLI).
@@ -520,6 +554,24 @@ impl Config {
                 "must be at least twice allowlist_refresh_secs",
             ));
         }
+        let registry_refresh = seconds(
+            "registry_refresh_secs",
+            raw.registry_refresh_secs,
+            60,
+            1..=3600,
+        )?;
+        let registry_max_age = seconds(
+            "registry_max_age_secs",
+            raw.registry_max_age_secs,
+            14_400,
+            10..=14_400,
+        )?;
+        if registry_max_age < registry_refresh * 2 {
+            return Err(ConfigError::new(
+                "registry_max_age_secs",
+                "must be at least twice registry_refresh_secs",
+            ));
+        }
         let log_format = match raw.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -620,6 +672,29 @@ impl Config {
                     ));
                 }
             },
+            diga_registry_file: raw
+                .diga_registry_file
+                .unwrap_or_else(|| data_dir.join("diga-vz.json")),
+            registry_refresh,
+            registry_max_age,
+            diga_unpair_grace: seconds(
+                "diga_unpair_grace_secs",
+                raw.diga_unpair_grace_secs,
+                86_400,
+                0..=30 * 86_400,
+            )?,
+            token_reuse_grace: seconds(
+                "token_reuse_grace_secs",
+                raw.token_reuse_grace_secs,
+                30,
+                0..=300,
+            )?,
+            access_token_lifetime: seconds(
+                "access_token_lifetime_secs",
+                raw.access_token_lifetime_secs,
+                600,
+                60..=3600,
+            )?,
             credential_trusted_clients,
             credential_audience: raw.credential_audience,
             credential_lifetime: Duration::from_secs(credential_lifetime_days * 86_400),

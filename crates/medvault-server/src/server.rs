@@ -141,6 +141,22 @@ pub async fn start_with_routes(
     let patient_addr = local_addr("listen", &patient_tcp)?;
     let hddt_addr = local_addr("hddt_listen", &hddt_tcp)?;
 
+    // Development mode on port 0 (tests): the public URLs name the ports bound.
+    let config = if config.dev {
+        let mut fixed = (*config).clone();
+        for (url, port) in [
+            (&mut fixed.public_base_url, patient_addr.port()),
+            (&mut fixed.oauth_issuer, hddt_addr.port()),
+            (&mut fixed.fhir_base_url, hddt_addr.port()),
+        ] {
+            if url.port() == Some(0) {
+                let _ = url.set_port(Some(port));
+            }
+        }
+        Arc::new(fixed)
+    } else {
+        config
+    };
     let provider = Arc::new(policy_provider());
     let verifier: Arc<dyn ClientCertVerifier> = Arc::new(AllowListVerifier::new(
         allow_list.clone(),
@@ -222,6 +238,7 @@ pub async fn start_with_routes(
             ..LoginPolicy::default()
         },
     );
+    let hddt_secret = issuer_secret.clone();
     let issuer_keys =
         medvault_credential::IssuerKeys::new(store.clone(), clock.clone(), issuer_secret).map_err(
             |error| StartError::Key {
@@ -263,7 +280,36 @@ pub async fn start_with_routes(
         verifier.clone(),
         time::Duration::minutes(2),
     );
+    let token_keys = medvault_oauth::TokenKeys::new(
+        store.clone(),
+        clock.clone(),
+        hddt_secret,
+        time::Duration::days(31),
+    )
+    .map_err(|error| StartError::Key {
+        name: "credential issuer secret",
+        path: keys.join("issuer-kek.bin"),
+        reason: error.to_string(),
+    })?;
+    let mut policy = medvault_oauth::AuthorizationPolicy::new(
+        config.oauth_issuer.as_str(),
+        config.fhir_base_url.as_str(),
+        &config.value_set_base,
+    );
+    policy.access_lifetime = time::Duration::try_from(config.access_token_lifetime)
+        .unwrap_or(time::Duration::minutes(10));
+    policy.reuse_grace =
+        time::Duration::try_from(config.token_reuse_grace).unwrap_or(time::Duration::seconds(30));
+    let hddt = medvault_oauth::AuthorizationServer::new(
+        store.clone(),
+        clock.clone(),
+        audit.clone(),
+        token_keys,
+        medvault_oauth::TrustCache::default(),
+        policy,
+    );
     let state = AppState {
+        hddt,
         issuer,
         verifier,
         presentations,
@@ -299,6 +345,10 @@ pub async fn start_with_routes(
             config.max_document_bytes,
         ),
     };
+    if let Err(error) = crate::hddt::refresh_registry(&state).await {
+        // Not fatal: HDDT requests are refused (fail closed) until a refresh works.
+        tracing::warn!(%error, "DiGA-VZ could not be loaded");
+    }
     let (shutdown, _) = watch::channel(false);
     let listeners = vec![
         serve(
@@ -324,6 +374,11 @@ pub async fn start_with_routes(
             shutdown.subscribe(),
         ),
         spawn_login_cleanup(state.accounts.clone(), shutdown.subscribe()),
+        crate::hddt::spawn_registry_refresh(
+            state.clone(),
+            config.registry_refresh,
+            shutdown.subscribe(),
+        ),
     ];
 
     let detail = AuditDetail::new()

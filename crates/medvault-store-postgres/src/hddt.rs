@@ -96,12 +96,14 @@ impl HddtStore for PostgresStore {
         &self,
         key: &ServerKeyRowV1,
         at: OffsetDateTime,
+        retired_publish_until: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(map_error)?;
         sqlx::query(
-            "UPDATE server_keys SET retired_at_us = $1 WHERE purpose = $2 AND retired_at_us IS NULL",
+            "UPDATE server_keys SET retired_at_us = $1, publish_until_us = $2 WHERE purpose = $3 AND retired_at_us IS NULL",
         )
         .bind(to_unix_micros(at))
+        .bind(to_unix_micros(retired_publish_until))
         .bind(&key.purpose)
         .execute(&mut *transaction)
         .await

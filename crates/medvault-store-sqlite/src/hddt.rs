@@ -96,6 +96,7 @@ impl HddtStore for SqliteStore {
         &self,
         key: &ServerKeyRowV1,
         at: OffsetDateTime,
+        retired_publish_until: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut transaction = self
             .pool
@@ -103,9 +104,10 @@ impl HddtStore for SqliteStore {
             .await
             .map_err(map_error)?;
         sqlx::query(
-            "UPDATE server_keys SET retired_at_us = ? WHERE purpose = ? AND retired_at_us IS NULL",
+            "UPDATE server_keys SET retired_at_us = ?, publish_until_us = ? WHERE purpose = ? AND retired_at_us IS NULL",
         )
         .bind(to_unix_micros(at))
+        .bind(to_unix_micros(retired_publish_until))
         .bind(&key.purpose)
         .execute(&mut *transaction)
         .await

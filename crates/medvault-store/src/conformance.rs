@@ -2003,7 +2003,10 @@ pub async fn hddt_requests_codes_and_refresh_tokens_are_used_once(store: &dyn St
         retired_at: None,
         publish_until,
     };
-    store.rotate_server_key(&key("k1", T0), T0).await.unwrap();
+    store
+        .rotate_server_key(&key("k1", T0), T0, T0)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .current_server_key("oauth-signing")
@@ -2018,7 +2021,7 @@ pub async fn hddt_requests_codes_and_refresh_tokens_are_used_once(store: &dyn St
         None
     );
     store
-        .rotate_server_key(&key("k2", T0 + Duration::days(31)), T0)
+        .rotate_server_key(&key("k2", T0), T0, T0)
         .await
         .unwrap();
     assert_eq!(

@@ -167,12 +167,14 @@ pub enum GrantSelector<'a> {
 #[async_trait]
 pub trait HddtStore: Send + Sync {
     /// Stores a new server key of its purpose and retires the current one at
-    /// `at`, in one transaction; [`StoreError::Conflict`] when another node
-    /// made one at the same moment.
+    /// `at` (it keeps verifying until `retired_publish_until`), in one
+    /// transaction; [`StoreError::Conflict`] when another node made one at
+    /// the same moment.
     async fn rotate_server_key(
         &self,
         key: &ServerKeyRowV1,
         at: OffsetDateTime,
+        retired_publish_until: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
     /// The current key of `purpose`.

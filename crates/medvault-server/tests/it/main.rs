@@ -16,6 +16,7 @@ mod account_app;
 mod documents;
 mod http;
 mod mtls;
+mod pairing;
 mod parsers;
 mod patient_credential;
 mod privacy;

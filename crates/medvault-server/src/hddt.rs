@@ -1,0 +1,613 @@
+//! HDDT over HTTP: the authorization server's endpoints on the HDDT listener
+//! (`/.well-known/oauth-authorization-server` public; `/par`, `/token`,
+//! `/revoke` behind mTLS, answering RFC 6749 JSON errors), the consent pages
+//! on the patient listener (`/authorize`, server-rendered, no JavaScript),
+//! the patient's API (`/api/v1/hddt/...`: login tickets, pairings), and the
+//! DiGA-VZ refresh duty (file source, installed into the trust cache and
+//! synchronised into the mTLS allow-list).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use medvault_core::Miv;
+use medvault_oauth::{
+    ConsentView, Decision, DigaRegistry, OAuthError, PageError, authorization_server_metadata,
+};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::api::{BearerSession, rfc3339, store_error};
+use crate::app::AppState;
+use crate::client_auth::AuthenticatedClient;
+use crate::problem::Problem;
+
+/// The largest OAuth form body read.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Public routes of the HDDT listener.
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/.well-known/oauth-authorization-server", get(metadata))
+}
+
+/// mTLS routes of the HDDT listener.
+pub fn oauth_routes() -> Router<AppState> {
+    Router::new()
+        .route("/par", post(par))
+        .route("/token", post(token))
+        .route("/revoke", post(revoke))
+}
+
+/// The consent pages and the patient's HDDT API (patient listener).
+pub fn patient_routes() -> Router<AppState> {
+    Router::new()
+        .route("/authorize", get(authorize))
+        .route("/authorize/login", post(authorize_login))
+        .route("/authorize/decision", post(authorize_decision))
+        .route("/api/v1/hddt/tickets", post(issue_ticket))
+        .route("/api/v1/hddt/pairings", get(pairings))
+        .route("/api/v1/hddt/pairings/{pairing_id}", delete(unpair))
+}
+
+/// An OAuth error as RFC 6749 JSON.
+pub fn oauth_error(error: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (status, error.to_json()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    response
+}
+
+fn endpoints(state: &AppState) -> medvault_oauth::Endpoints {
+    let public = state.config.public_base_url.as_str().trim_end_matches('/');
+    medvault_oauth::Endpoints {
+        issuer: state
+            .config
+            .oauth_issuer
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+        authorization_endpoint: format!("{public}/authorize"),
+        service_documentation: format!("{public}/docs/hddt"),
+    }
+}
+
+async fn metadata(State(state): State<AppState>) -> Response {
+    Json(authorization_server_metadata(
+        &endpoints(&state),
+        &state.config.value_set_base,
+    ))
+    .into_response()
+}
+
+/// Reads an `application/x-www-form-urlencoded` body into pairs.
+fn read_form(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, OAuthError> {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value.split(';').next().is_some_and(|media| {
+                media
+                    .trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !form_type {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    if body.len() > MAX_FORM_BYTES {
+        return Err(OAuthError::invalid_request("the body is too large"));
+    }
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
+        .take(medvault_oauth::MAX_PARAMETERS + 1)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    Ok(pairs)
+}
+
+async fn par(
+    State(state): State<AppState>,
+    Extension(client): Extension<AuthenticatedClient>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match read_form(&headers, &body) {
+        Ok(form) => form,
+        Err(error) => return oauth_error(&error),
+    };
+    match state.hddt.push(&form, &client.certificate.der).await {
+        Ok(pushed) => (StatusCode::CREATED, Json(pushed)).into_response(),
+        Err(error) => oauth_error(&error),
+    }
+}
+
+async fn token(
+    State(state): State<AppState>,
+    Extension(client): Extension<AuthenticatedClient>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match read_form(&headers, &body) {
+        Ok(form) => form,
+        Err(error) => return oauth_error(&error),
+    };
+    match state.hddt.token(&form, &client.certificate.der).await {
+        Ok(tokens) => {
+            let mut response = Json(tokens).into_response();
+            response
+                .headers_mut()
+                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(error) => oauth_error(&error),
+    }
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Extension(client): Extension<AuthenticatedClient>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match read_form(&headers, &body) {
+        Ok(form) => form,
+        Err(error) => return oauth_error(&error),
+    };
+    match state.hddt.revoke(&form, &client.certificate.der).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(error) => oauth_error(&error),
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A consent page: no scripts, no framing, no referrer, not cached. Forms
+/// post to this origin only; the decision's redirect to the DiGA follows.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"de\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>",
+        title = escape(title)
+    );
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn page_error(error: &PageError) -> Response {
+    let (status, german) = match error {
+        PageError::InvalidRequest => (
+            StatusCode::BAD_REQUEST,
+            "Diese Anfrage ist unbekannt, schon verwendet oder abgelaufen. Starten Sie die Verbindung in der DiGA neu.",
+        ),
+        PageError::LoginFailed => (
+            StatusCode::UNAUTHORIZED,
+            "Das Anmeldeticket wurde nicht angenommen (falsch, verbraucht oder abgelaufen).",
+        ),
+        PageError::BadDecision(_) => (StatusCode::BAD_REQUEST, "Die Auswahl ist unvollständig."),
+        PageError::Unregistered => (
+            StatusCode::FORBIDDEN,
+            "Die DiGA ist im DiGA-Verzeichnis nicht (mehr) aktiv gelistet.",
+        ),
+        PageError::Retired => (
+            StatusCode::GONE,
+            "Dieser Dienst unterstützt HDDT nicht mehr.",
+        ),
+        PageError::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Ein interner Fehler ist aufgetreten.",
+        ),
+    };
+    page(
+        status,
+        "Anfrage abgelehnt / Request refused",
+        &format!(
+            "<p lang=\"de\">{}</p><p lang=\"en\">{}</p>",
+            escape(german),
+            escape(&error.to_string())
+        ),
+    )
+}
+
+fn miv_names(miv: Miv) -> (&'static str, &'static str) {
+    match miv {
+        Miv::BloodGlucose => ("Blutzucker-Messwerte", "blood glucose readings"),
+        Miv::ContinuousGlucose => (
+            "kontinuierliche Glukosemessung (CGM)",
+            "continuous glucose monitoring (CGM)",
+        ),
+        Miv::BloodPressure => ("Blutdruck", "blood pressure"),
+        Miv::LungFunction => ("Lungenfunktion", "lung function"),
+    }
+}
+
+fn consent_page(view: &ConsentView, notice: Option<&str>) -> Response {
+    let hidden = format!(
+        "<input type=\"hidden\" name=\"request_uri\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(&view.request_uri),
+        escape(&view.csrf)
+    );
+    let mut body = String::new();
+    if let Some(notice) = notice {
+        body.push_str(&format!(
+            "<p role=\"alert\"><strong>{}</strong></p>",
+            escape(notice)
+        ));
+    }
+    body.push_str(&format!(
+        "<p lang=\"de\">Die DiGA <strong>{name}</strong> ({id}) möchte Daten Ihrer Messgeräte lesen.</p>\
+         <p lang=\"en\">The DiGA <strong>{name}</strong> ({id}) asks to read data from your devices.</p>\
+         <p lang=\"de\">Die DiGA erfährt nicht, wer Sie sind: sie erhält nur eine zufällige Kopplungs-ID, keinen Namen, keine E-Mail-Adresse und keine Versichertennummer.</p>\
+         <p lang=\"en\">The DiGA will not learn who you are: it receives only a random pairing ID, no name, email address or insurance number.</p>",
+        name = escape(&view.diga_name),
+        id = escape(&view.client_id),
+    ));
+    let cap = view.consent_cap.to_string();
+    if !view.logged_in {
+        body.push_str("<ul>");
+        for miv in &view.mivs {
+            let (de, en) = miv_names(*miv);
+            body.push_str(&format!("<li>{de} / {en}</li>"));
+        }
+        body.push_str("</ul>");
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/authorize/login\">{hidden}\
+             <p lang=\"de\">Melden Sie sich an: Erzeugen Sie in Ihrer medvault-App ein Anmeldeticket (<code>medvault pairing ticket</code>) und geben Sie es hier ein.</p>\
+             <p lang=\"en\">Log in: create a login ticket in your medvault app (<code>medvault pairing ticket</code>) and enter it here.</p>\
+             <label>Anmeldeticket / Login ticket <input name=\"ticket\" autocomplete=\"off\" required maxlength=\"64\"></label>\
+             <button type=\"submit\">Anmelden / Log in</button></form>"
+        ));
+        return page(StatusCode::OK, "Datenfreigabe / Data sharing", &body);
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/authorize/decision\">{hidden}<fieldset><legend>Welche Daten? / Which data?</legend>"
+    ));
+    for miv in &view.mivs {
+        let (de, en) = miv_names(*miv);
+        body.push_str(&format!(
+            "<label><input type=\"checkbox\" name=\"miv\" value=\"{}\" checked> {de} / {en}</label><br>",
+            miv.value_set_id()
+        ));
+    }
+    if view.devices {
+        body.push_str("<p lang=\"de\">Dazu die Angaben der Messgeräte (Typ, Hersteller, Kalibrierung).</p><p lang=\"en\">With the devices' details (type, manufacturer, calibration).</p>");
+    }
+    body.push_str("</fieldset>");
+    match view.prescription_end {
+        Some(end) => body.push_str(&format!(
+            "<p lang=\"de\">Die Freigabe gilt bis zum Ende der Verordnung, längstens bis {cap}.</p><p lang=\"en\">The consent lasts until the prescription ends, at most until {cap}.</p><input type=\"hidden\" name=\"days\" value=\"\">",
+            cap = escape(&end.min(view.consent_cap).to_string())
+        )),
+        None => body.push_str(&format!(
+            "<label>Wie lange? / For how long? <select name=\"days\">\
+             <option value=\"30\">30 Tage / days</option><option value=\"90\" selected>90 Tage / days</option>\
+             <option value=\"180\">180 Tage / days</option><option value=\"365\">1 Jahr / year</option></select></label>\
+             <p>Längstens / at most: {cap}</p>"
+        )),
+    }
+    body.push_str(
+        "<p lang=\"de\">Sie können die Freigabe jederzeit in Ihrer medvault-App widerrufen (<code>medvault pairing revoke</code>).</p>\
+         <p lang=\"en\">You can revoke the consent at any time in your medvault app (<code>medvault pairing revoke</code>).</p>\
+         <button type=\"submit\" name=\"decision\" value=\"approve\">Freigeben / Approve</button> \
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Ablehnen / Deny</button></form>",
+    );
+    page(StatusCode::OK, "Datenfreigabe / Data sharing", &body)
+}
+
+#[derive(Debug, Deserialize)]
+struct AuthorizeQuery {
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    request_uri: String,
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    query: Result<Query<AuthorizeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return page_error(&PageError::InvalidRequest);
+    };
+    if query.client_id.len() > 64 || query.request_uri.len() > 128 {
+        return page_error(&PageError::InvalidRequest);
+    }
+    match state.hddt.open(&query.client_id, &query.request_uri).await {
+        Ok(view) => consent_page(&view, None),
+        Err(error) => page_error(&error),
+    }
+}
+
+/// Reads the consent pages' form (same-origin posts of this page).
+fn page_form(headers: &HeaderMap, body: &Bytes) -> Option<Vec<(String, String)>> {
+    read_form(headers, body).ok()
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map_or("", |(_, value)| value.as_str())
+}
+
+async fn authorize_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(form) = page_form(&headers, &body) else {
+        return page_error(&PageError::InvalidRequest);
+    };
+    match state
+        .hddt
+        .login(
+            field(&form, "request_uri"),
+            field(&form, "csrf"),
+            field(&form, "ticket"),
+        )
+        .await
+    {
+        Ok(view) => consent_page(&view, None),
+        Err(error) => page_error(&error),
+    }
+}
+
+async fn authorize_decision(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(form) = page_form(&headers, &body) else {
+        return page_error(&PageError::InvalidRequest);
+    };
+    let decision = match field(&form, "decision") {
+        "deny" => Decision::Deny,
+        "approve" => {
+            let mut mivs = Vec::new();
+            for (name, value) in &form {
+                if name == "miv" {
+                    match Miv::from_value_set_id(value) {
+                        Some(miv) if !mivs.contains(&miv) => mivs.push(miv),
+                        Some(_) => {}
+                        None => return page_error(&PageError::BadDecision("unknown data type")),
+                    }
+                }
+            }
+            let days = match field(&form, "days") {
+                "" => None,
+                text => match text.parse::<u32>() {
+                    Ok(days) => Some(days),
+                    Err(_) => return page_error(&PageError::BadDecision("invalid period")),
+                },
+            };
+            Decision::Approve { mivs, days }
+        }
+        _ => return page_error(&PageError::BadDecision("approve or deny")),
+    };
+    match state
+        .hddt
+        .decide(field(&form, "request_uri"), field(&form, "csrf"), decision)
+        .await
+    {
+        Ok(location) => {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response.headers_mut().insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            response
+        }
+        Err(error) => page_error(&error),
+    }
+}
+
+async fn require_patient(state: &AppState, session: &BearerSession) -> Result<String, Response> {
+    let uid = session.session.uid.to_string();
+    match state.store.participant(&uid).await {
+        Ok(Some(row)) if row.kind == "patient" => Ok(uid),
+        Ok(_) => {
+            Err(Problem::new(StatusCode::FORBIDDEN, "Only patients pair DiGAs").into_response())
+        }
+        Err(error) => Err(store_error(&error)),
+    }
+}
+
+async fn issue_ticket(State(state): State<AppState>, session: BearerSession) -> Response {
+    let uid = match require_patient(&state, &session).await {
+        Ok(uid) => uid,
+        Err(response) => return response,
+    };
+    match state.hddt.issue_ticket(&uid).await {
+        Ok((ticket, expires_at)) => (
+            StatusCode::CREATED,
+            Json(medvault_proto::hddt::PairingTicket {
+                ticket,
+                expires_at: rfc3339(expires_at),
+            }),
+        )
+            .into_response(),
+        Err(error) => store_error(&error),
+    }
+}
+
+async fn pairings(State(state): State<AppState>, session: BearerSession) -> Response {
+    let uid = match require_patient(&state, &session).await {
+        Ok(uid) => uid,
+        Err(response) => return response,
+    };
+    match state.hddt.pairings(&uid).await {
+        Ok(views) => Json(
+            views
+                .into_iter()
+                .map(|view| medvault_proto::hddt::PairingView {
+                    pairing_id: view.grant.pairing_id,
+                    client_id: view.grant.client_id,
+                    diga_name: view.diga_name,
+                    scope: view.grant.scope,
+                    status: view.status.to_owned(),
+                    consented_at: rfc3339(view.grant.created_at),
+                    consent_until: rfc3339(view.grant.consent_until),
+                    consent_basis: view.grant.consent_basis,
+                    revoked_at: view.grant.revoked_at.map(rfc3339),
+                    revoke_reason: view.grant.revoke_reason,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => store_error(&error),
+    }
+}
+
+async fn unpair(
+    State(state): State<AppState>,
+    session: BearerSession,
+    Path(pairing_id): Path<String>,
+) -> Response {
+    let uid = match require_patient(&state, &session).await {
+        Ok(uid) => uid,
+        Err(response) => return response,
+    };
+    if pairing_id.len() != 64 {
+        return Problem::new(StatusCode::NOT_FOUND, "No such pairing").into_response();
+    }
+    match state.hddt.unpair(&uid, &pairing_id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => Problem::new(StatusCode::NOT_FOUND, "No such pairing").into_response(),
+        Err(error) => store_error(&error),
+    }
+}
+
+/// Reads the DiGA-VZ file: a missing file is an empty registry (no DiGA).
+pub fn read_registry_file(path: &std::path::Path) -> Result<DigaRegistry, String> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() > medvault_oauth::MAX_REGISTRY_BYTES => {
+            Err("the registry file is too large".to_owned())
+        }
+        Ok(bytes) => DigaRegistry::from_json(&bytes).map_err(|error| error.to_string()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(DigaRegistry::default()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Loads the DiGA-VZ, installs it, and makes the mTLS allow-list hold
+/// exactly the certificates of its listed DiGAs (owner = `client_id`;
+/// certificates of other owners are left alone).
+pub async fn refresh_registry(state: &AppState) -> Result<(), String> {
+    let registry = read_registry_file(&state.config.diga_registry_file)?;
+    let mut wanted: HashMap<medvault_core::CertificateFingerprint, (Vec<u8>, String)> =
+        HashMap::new();
+    for entry in registry.entries() {
+        // Inactive DiGAs keep their certificates at the TLS layer, so that they
+        // get the guide's 401 invalid_client instead of a handshake failure.
+        for der in &entry.certificates {
+            wanted.insert(
+                crate::client_auth::fingerprint(der),
+                (der.clone(), entry.client_id.to_string()),
+            );
+        }
+    }
+    let rows = state
+        .store
+        .client_certificates()
+        .await
+        .map_err(|error| error.to_string())?;
+    let actor = "registry";
+    for row in &rows {
+        let Ok(digest) = <[u8; 32]>::try_from(row.fingerprint.as_slice()) else {
+            continue;
+        };
+        let fingerprint = medvault_core::CertificateFingerprint::from_digest(digest);
+        let keep = wanted
+            .get(&fingerprint)
+            .is_some_and(|(_, owner)| *owner == row.owner);
+        if row.owner.starts_with("urn:diga:bfarm:")
+            && !keep
+            && let Err(error) = state.allow_list.remove(&fingerprint, actor).await
+        {
+            tracing::warn!(%error, "could not remove a certificate of the registry");
+        }
+    }
+    for (fingerprint, (der, owner)) in &wanted {
+        let present = rows
+            .iter()
+            .any(|row| row.fingerprint.as_slice() == fingerprint.as_bytes() && row.owner == *owner);
+        if !present && let Err(error) = state.allow_list.register(der, owner, actor).await {
+            tracing::warn!(%error, %fingerprint, "registry certificate not usable for mTLS");
+        }
+    }
+    let max_age =
+        time::Duration::try_from(state.config.registry_max_age).unwrap_or(time::Duration::hours(4));
+    let grace =
+        time::Duration::try_from(state.config.diga_unpair_grace).unwrap_or(time::Duration::days(1));
+    state
+        .hddt
+        .apply_registry(registry, max_age, grace)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Re-reads the DiGA-VZ on a schedule until shutdown.
+pub fn spawn_registry_refresh(
+    state: AppState,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(error) = refresh_registry(&state).await {
+                        tracing::warn!(%error, "DiGA-VZ refresh failed; the cached copy ages");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    })
+}

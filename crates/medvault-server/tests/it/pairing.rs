@@ -1,0 +1,747 @@
+//! HDDT pairing end to end, as a DiGA and a patient meet it: mTLS PAR, the
+//! consent page in a browser (plain form posts: the page has no script), the
+//! patient's ticket from their own app, the code, PKCE, refresh, revoke; and
+//! each refusal of the issue with the guide's error and an audit entry.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use medvault_audit::AuditQuery;
+use medvault_client::{NewAccount, Password, Session};
+use medvault_core::{Clock, DigaClientId, Miv, ParticipantKind};
+use medvault_oauth::{AccessError, DigaRegistry, DigaRegistryEntry, DigaStatus};
+use medvault_testkit::{Backend, TestCertificate, TestServer};
+use serde_json::Value;
+
+on_both_backends!(
+    a_diga_pairs_refreshes_and_is_revoked,
+    every_refusal_is_the_guides_error
+);
+
+const DIGA: &str = "urn:diga:bfarm:12345";
+const OTHER: &str = "urn:diga:bfarm:54321";
+const REDIRECT: &str = "https://diga.example/callback";
+const CGM: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-continuous-glucose-measurement";
+const BG: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-blood-glucose-measurement";
+const BP: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-blood-pressure-value";
+// RFC 7636 appendix B.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+struct Setup {
+    server: TestServer,
+    diga: TestCertificate,
+    other: TestCertificate,
+    patient: Session,
+}
+
+fn entry(id: &str, certificate: &TestCertificate, status: DigaStatus) -> DigaRegistryEntry {
+    DigaRegistryEntry {
+        client_id: DigaClientId::parse(id).unwrap(),
+        name: "Glukose-Tagebuch".to_owned(),
+        status,
+        redirect_uri: REDIRECT.to_owned(),
+        mivs: vec![Miv::BloodGlucose, Miv::ContinuousGlucose],
+        certificates: vec![certificate.der.clone()],
+    }
+}
+
+async fn install_registry(server: &TestServer, entries: Vec<DigaRegistryEntry>) {
+    let mut registry = DigaRegistry::default();
+    for entry in entries {
+        registry
+            .upsert(entry, server.clock.now().unix_timestamp())
+            .unwrap();
+    }
+    std::fs::write(
+        server.data_dir.path().join("diga-vz.json"),
+        registry.to_json(),
+    )
+    .unwrap();
+    medvault_server::hddt::refresh_registry(server.state())
+        .await
+        .unwrap();
+}
+
+async fn setup(backend: Backend) -> Option<Setup> {
+    let server = TestServer::start_with(backend, |raw| {
+        raw.registry_max_age_secs = Some(3600);
+    })
+    .await?;
+    let diga = TestCertificate::diga("diga-backend");
+    let other = TestCertificate::diga("other-diga-backend");
+    install_registry(
+        &server,
+        vec![
+            entry(DIGA, &diga, DigaStatus::Active),
+            entry(OTHER, &other, DigaStatus::Active),
+        ],
+    )
+    .await;
+    let sdk = server.sdk();
+    sdk.register(NewAccount {
+        kind: ParticipantKind::Patient,
+        display_name: None,
+        password: Some(("erika@example.org".to_owned(), Password::new("pairing pw"))),
+        tans: 0,
+        software_certificate: false,
+    })
+    .await
+    .unwrap();
+    let patient = sdk
+        .login_password("erika@example.org", &Password::new("pairing pw"))
+        .await
+        .unwrap();
+    Some(Setup {
+        server,
+        diga,
+        other,
+        patient,
+    })
+}
+
+fn encode(form: &[(&str, String)]) -> String {
+    let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in form {
+        serializer.append_pair(name, value);
+    }
+    serializer.finish()
+}
+
+fn par_form(scope: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("client_id", DIGA.to_owned()),
+        ("response_type", "code".to_owned()),
+        ("code_challenge_method", "S256".to_owned()),
+        ("code_challenge", CHALLENGE.to_owned()),
+        ("redirect_uri", REDIRECT.to_owned()),
+        ("scope", scope.to_owned()),
+        ("state", "xyz-state".to_owned()),
+    ]
+}
+
+async fn post(
+    setup: &Setup,
+    identity: Option<&TestCertificate>,
+    path: &str,
+    form: &[(&str, String)],
+) -> (u16, Value) {
+    let response = setup
+        .server
+        .client(identity)
+        .post(setup.server.hddt_url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(form))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn push(setup: &Setup, scope: &str) -> String {
+    let (status, body) = post(setup, Some(&setup.diga), "/par", &par_form(scope)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["expires_in"], 90);
+    let uri = body["request_uri"].as_str().unwrap().to_owned();
+    assert!(uri.starts_with("urn:uuid:"));
+    uri
+}
+
+/// A browser: no client certificate, no automatic redirects.
+fn browser(server: &TestServer) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&server.ca_pem).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap() + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// Opens the consent page; returns (status, page).
+async fn open(setup: &Setup, request_uri: &str) -> (u16, String) {
+    let response = browser(&setup.server)
+        .get(format!(
+            "{}?{}",
+            setup.server.patient_url("/authorize"),
+            encode(&[
+                ("client_id", DIGA.to_owned()),
+                ("request_uri", request_uri.to_owned())
+            ])
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    if status == 200 {
+        let headers = response.headers();
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+    }
+    (status, response.text().await.unwrap())
+}
+
+/// The patient logs in on the page with a ticket and decides; returns the
+/// `Location` the browser is sent to.
+async fn consent(setup: &Setup, page: &str, decision: &[(&str, &str)]) -> String {
+    let request_uri = hidden(page, "request_uri");
+    let csrf = hidden(page, "csrf");
+    let ticket = setup.patient.pairing_ticket().await.unwrap();
+    let browser = browser(&setup.server);
+    let logged_in = browser
+        .post(setup.server.patient_url("/authorize/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&[
+            ("request_uri", request_uri.clone()),
+            ("csrf", csrf.clone()),
+            ("ticket", ticket.ticket.to_lowercase()),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logged_in.status(), 200);
+    let page = logged_in.text().await.unwrap();
+    assert!(page.contains("type=\"checkbox\""), "{page}");
+    let mut form = vec![("request_uri", request_uri.clone()), ("csrf", csrf.clone())];
+    form.extend(
+        decision
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
+    let decided = browser
+        .post(setup.server.patient_url("/authorize/decision"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&form))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), 303, "{}", decided.text().await.unwrap());
+    decided.headers()["location"].to_str().unwrap().to_owned()
+}
+
+fn query_value(location: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(location).unwrap();
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+const APPROVE_CGM: &[(&str, &str)] = &[
+    ("miv", "hddt-miv-continuous-glucose-measurement"),
+    ("days", "90"),
+    ("decision", "approve"),
+];
+
+/// PAR → page → ticket login → approve → the code.
+async fn authorize(setup: &Setup) -> String {
+    let uri = push(
+        setup,
+        &format!("{CGM} {BG} patient/Device.rs patient/DeviceMetric.rs"),
+    )
+    .await;
+    let (status, page) = open(setup, &uri).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Glukose-Tagebuch"));
+    assert!(page.contains("will not learn who you are"));
+    let location = consent(setup, &page, APPROVE_CGM).await;
+    assert!(location.starts_with(REDIRECT));
+    assert_eq!(
+        query_value(&location, "state").as_deref(),
+        Some("xyz-state")
+    );
+    query_value(&location, "code").unwrap()
+}
+
+fn code_form(code: &str, verifier: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.to_owned()),
+        ("code_verifier", verifier.to_owned()),
+        ("redirect_uri", REDIRECT.to_owned()),
+        ("client_id", DIGA.to_owned()),
+    ]
+}
+
+fn refresh_form(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "refresh_token".to_owned()),
+        ("refresh_token", token.to_owned()),
+        ("client_id", DIGA.to_owned()),
+    ]
+}
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+async fn audited(server: &TestServer, event_type: &str) -> Vec<medvault_audit::AuditRecord> {
+    server
+        .state()
+        .audit
+        .query(&AuditQuery {
+            event_type: Some(event_type.to_owned()),
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn a_diga_pairs_refreshes_and_is_revoked(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    // Metadata is public and complete.
+    let metadata: Value = setup
+        .server
+        .client(None)
+        .get(
+            setup
+                .server
+                .hddt_url("/.well-known/oauth-authorization-server"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["require_pushed_authorization_requests"], true);
+    assert_eq!(
+        metadata["tls_client_certificate_bound_access_tokens"],
+        false
+    );
+    assert_eq!(
+        metadata["authorization_endpoint"],
+        setup.server.patient_url("/authorize")
+    );
+
+    let code = authorize(&setup).await;
+    let (status, tokens) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &code_form(&code, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 600);
+    let pairing_id = tokens["sub"].as_str().unwrap().to_owned();
+    assert_eq!(pairing_id.len(), 64);
+    // Only what the patient chose: CGM, not blood glucose.
+    assert_eq!(
+        tokens["scope"],
+        format!("{CGM} patient/Device.rs patient/DeviceMetric.rs")
+    );
+    let access = claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(access["sub"], pairing_id.as_str());
+    assert_eq!(access["client_id"], DIGA);
+    assert_eq!(access["iss"], setup.server.hddt_url(""));
+    assert_eq!(access["aud"], setup.server.hddt_url("/fhir"));
+    for claim in ["exp", "nbf", "iat", "jti", "scope"] {
+        assert!(access.get(claim).is_some(), "{claim}");
+    }
+    // Nothing in what the DiGA sees names the patient.
+    let uid = setup.patient.uid().to_string();
+    let seen = format!(
+        "{tokens}{}{}",
+        access,
+        claims(tokens["refresh_token"].as_str().unwrap())
+    );
+    assert!(!seen.contains(&uid) && !seen.contains("erika"));
+    let context = setup
+        .server
+        .state()
+        .hddt
+        .validate_access(tokens["access_token"].as_str().unwrap(), &setup.diga.der)
+        .await
+        .unwrap();
+    assert_eq!(context.patient_uid, uid);
+    assert_eq!(
+        setup
+            .server
+            .state()
+            .hddt
+            .validate_access(tokens["access_token"].as_str().unwrap(), &setup.other.der)
+            .await,
+        Err(AccessError::WrongClient)
+    );
+
+    // Refresh rotates; the old token within the grace period is refused
+    // without ending the grant, and the new one works.
+    let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, rotated) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &refresh_form(&first_refresh),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["sub"], pairing_id.as_str());
+    let second_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second_refresh, first_refresh);
+    let (status, body) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &refresh_form(&first_refresh),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // Another DiGA cannot use it.
+    let mut foreign = refresh_form(&second_refresh);
+    foreign[2].1 = OTHER.to_owned();
+    let (status, _) = post(&setup, Some(&setup.other), "/token", &foreign).await;
+    assert_eq!(status, 400);
+    let (status, rotated) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &refresh_form(&second_refresh),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let current = rotated["refresh_token"].as_str().unwrap().to_owned();
+
+    // The patient sees the pairing.
+    let pairings = setup.patient.pairings().await.unwrap();
+    assert_eq!(pairings.len(), 1);
+    assert_eq!(pairings[0].pairing_id, pairing_id);
+    assert_eq!(pairings[0].status, "active");
+    assert_eq!(pairings[0].diga_name.as_deref(), Some("Glukose-Tagebuch"));
+
+    // Revoking another DiGA's token is refused and audited; unknown tokens are fine.
+    let (status, body) = post(
+        &setup,
+        Some(&setup.other),
+        "/revoke",
+        &[("client_id", OTHER.to_owned()), ("token", current.clone())],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    assert_eq!(
+        audited(&setup.server, "hddt.unpairing_failed").await.len(),
+        1
+    );
+    let (status, _) = post(
+        &setup,
+        Some(&setup.diga),
+        "/revoke",
+        &[
+            ("client_id", DIGA.to_owned()),
+            ("token", "not-a-token".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The DiGA revokes: refresh and access tokens end at once.
+    let (status, _) = post(
+        &setup,
+        Some(&setup.diga),
+        "/revoke",
+        &[
+            ("client_id", DIGA.to_owned()),
+            ("token", current.clone()),
+            ("token_type_hint", "refresh_token".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = post(&setup, Some(&setup.diga), "/token", &refresh_form(&current)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        setup
+            .server
+            .state()
+            .hddt
+            .validate_access(rotated["access_token"].as_str().unwrap(), &setup.diga.der)
+            .await,
+        Err(AccessError::Revoked)
+    );
+    let pairings = setup.patient.pairings().await.unwrap();
+    assert_eq!(pairings[0].status, "revoked");
+    assert_eq!(pairings[0].revoke_reason.as_deref(), Some("client"));
+    assert_eq!(audited(&setup.server, "hddt.pairing").await.len(), 1);
+    assert_eq!(audited(&setup.server, "hddt.unpairing").await.len(), 1);
+
+    // Pairing again keeps the Pairing ID; the patient unpairs in their app.
+    let code = authorize(&setup).await;
+    let (status, tokens) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &code_form(&code, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(tokens["sub"], pairing_id.as_str());
+    setup.patient.unpair(&pairing_id).await.unwrap();
+    let (status, _) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &refresh_form(tokens["refresh_token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(status, 400);
+    setup.server.stop().await;
+}
+
+async fn every_refusal_is_the_guides_error(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let refused = |expected_status: u16, expected_error: &'static str| {
+        move |(status, body): (u16, Value)| {
+            assert_eq!(status, expected_status, "{body}");
+            assert_eq!(body["error"], expected_error, "{body}");
+            body
+        }
+    };
+    // Certificate of another DiGA than client_id.
+    let body = refused(401, "invalid_client")(
+        post(&setup, Some(&setup.other), "/par", &par_form(CGM)).await,
+    );
+    assert_eq!(
+        body["error_description"],
+        "The client certificate is not registered for this client_id"
+    );
+    // No certificate at all.
+    refused(401, "invalid_client")(post(&setup, None, "/par", &par_form(CGM)).await);
+    // redirect_uri outside the registry.
+    let mut form = par_form(CGM);
+    form[4].1 = "https://evil.example/callback".to_owned();
+    refused(400, "invalid_request")(post(&setup, Some(&setup.diga), "/par", &form).await);
+    // A scope outside the DiGA's MIVs, a wildcard scope.
+    let body =
+        refused(400, "invalid_scope")(post(&setup, Some(&setup.diga), "/par", &par_form(BP)).await);
+    assert_eq!(
+        body["error_description"],
+        "The requested scope exceeds the scope granted to the client"
+    );
+    refused(400, "invalid_scope")(
+        post(&setup, Some(&setup.diga), "/par", &par_form("patient/*.rs")).await,
+    );
+    // PKCE plain or missing.
+    let mut form = par_form(CGM);
+    form[2].1 = "plain".to_owned();
+    refused(400, "invalid_request")(post(&setup, Some(&setup.diga), "/par", &form).await);
+    let mut form = par_form(CGM);
+    form.remove(3);
+    refused(400, "invalid_request")(post(&setup, Some(&setup.diga), "/par", &form).await);
+    // A request object.
+    let mut form = par_form(CGM);
+    form.push(("request", "eyJ.x.y".to_owned()));
+    refused(400, "invalid_request")(post(&setup, Some(&setup.diga), "/par", &form).await);
+    assert!(audited(&setup.server, "hddt.pairing_failed").await.len() >= 7);
+
+    // request_uri: once, and not after it expired.
+    let uri = push(&setup, CGM).await;
+    assert_eq!(open(&setup, &uri).await.0, 200);
+    assert_eq!(open(&setup, &uri).await.0, 400);
+    let uri = push(&setup, CGM).await;
+    let now = setup.server.clock.now();
+    setup.server.clock.set(now + time::Duration::seconds(91));
+    assert_eq!(open(&setup, &uri).await.0, 400);
+
+    // PKCE wrong at the token endpoint: refused, the code stays usable once.
+    let code = authorize(&setup).await;
+    let wrong = "x".repeat(43);
+    let body = refused(400, "invalid_grant")(
+        post(
+            &setup,
+            Some(&setup.diga),
+            "/token",
+            &code_form(&code, &wrong),
+        )
+        .await,
+    );
+    assert_eq!(body["error_description"], "PKCE verification failed");
+    let mut missing = code_form(&code, VERIFIER);
+    missing.remove(2);
+    refused(400, "invalid_request")(post(&setup, Some(&setup.diga), "/token", &missing).await);
+    let (status, tokens) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &code_form(&code, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    // A reused code, after the grace period, revokes what it issued.
+    let now = setup.server.clock.now();
+    setup.server.clock.set(now + time::Duration::seconds(31));
+    refused(400, "invalid_grant")(
+        post(
+            &setup,
+            Some(&setup.diga),
+            "/token",
+            &code_form(&code, VERIFIER),
+        )
+        .await,
+    );
+    assert_eq!(
+        setup
+            .server
+            .state()
+            .hddt
+            .validate_access(&access, &setup.diga.der)
+            .await,
+        Err(AccessError::Revoked)
+    );
+
+    // A rotated-out refresh token after the grace period revokes the grant.
+    let code = authorize(&setup).await;
+    let (_, tokens) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &code_form(&code, VERIFIER),
+    )
+    .await;
+    let old = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, rotated) = post(&setup, Some(&setup.diga), "/token", &refresh_form(&old)).await;
+    assert_eq!(status, 200);
+    let now = setup.server.clock.now();
+    setup.server.clock.set(now + time::Duration::seconds(31));
+    refused(400, "invalid_grant")(
+        post(&setup, Some(&setup.diga), "/token", &refresh_form(&old)).await,
+    );
+    refused(400, "invalid_grant")(
+        post(
+            &setup,
+            Some(&setup.diga),
+            "/token",
+            &refresh_form(rotated["refresh_token"].as_str().unwrap()),
+        )
+        .await,
+    );
+    let reasons: Vec<String> = setup
+        .patient
+        .pairings()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|pairing| pairing.revoke_reason)
+        .collect();
+    assert!(reasons.contains(&"code_reuse".to_owned()), "{reasons:?}");
+    assert!(reasons.contains(&"refresh_reuse".to_owned()), "{reasons:?}");
+
+    // A consent asked for longer than a year is capped at one year.
+    let uri = push(&setup, CGM).await;
+    let (_, page) = open(&setup, &uri).await;
+    let location = consent(
+        &setup,
+        &page,
+        &[
+            ("miv", "hddt-miv-continuous-glucose-measurement"),
+            ("days", "1000"),
+            ("decision", "approve"),
+        ],
+    )
+    .await;
+    assert!(query_value(&location, "code").is_some());
+    let newest = &setup.patient.pairings().await.unwrap()[0];
+    let until = time::OffsetDateTime::parse(
+        &newest.consent_until,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let now = setup.server.clock.now();
+    assert!(until <= now + time::Duration::days(365) && until > now + time::Duration::days(364));
+
+    // Deny: the DiGA gets access_denied.
+    let uri = push(&setup, CGM).await;
+    let (_, page) = open(&setup, &uri).await;
+    let location = consent(&setup, &page, &[("decision", "deny")]).await;
+    assert_eq!(
+        query_value(&location, "error").as_deref(),
+        Some("access_denied")
+    );
+    assert_eq!(audited(&setup.server, "hddt.pairing_denied").await.len(), 1);
+
+    // An inactive DiGA gets no tokens.
+    let code = authorize(&setup).await;
+    install_registry(
+        &setup.server,
+        vec![
+            entry(DIGA, &setup.diga, DigaStatus::Inactive),
+            entry(OTHER, &setup.other, DigaStatus::Active),
+        ],
+    )
+    .await;
+    let body = refused(401, "invalid_client")(
+        post(
+            &setup,
+            Some(&setup.diga),
+            "/token",
+            &code_form(&code, VERIFIER),
+        )
+        .await,
+    );
+    assert_eq!(
+        body["error_description"],
+        "The authenticated client is not registered or not active in the DiGA directory"
+    );
+
+    // Registry stale past its maximum age: refused (fail closed) and audited.
+    let now = setup.server.clock.now();
+    setup.server.clock.set(now + time::Duration::seconds(3601));
+    let mut form = par_form(CGM);
+    form[0].1 = OTHER.to_owned();
+    let body = refused(503, "temporarily_unavailable")(
+        post(&setup, Some(&setup.other), "/par", &form).await,
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("DiGA directory")
+    );
+    assert_eq!(audited(&setup.server, "hddt.registry_stale").await.len(), 1);
+
+    // Retired: every grant ends, /par and /token answer "no longer supported".
+    medvault_server::hddt::refresh_registry(setup.server.state())
+        .await
+        .unwrap();
+    setup
+        .server
+        .state()
+        .hddt
+        .retire("operator:test")
+        .await
+        .unwrap();
+    let body =
+        refused(410, "hddt_not_supported")(post(&setup, Some(&setup.other), "/par", &form).await);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("no longer supported")
+    );
+    setup.server.stop().await;
+}
