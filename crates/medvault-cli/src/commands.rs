@@ -72,6 +72,13 @@ enum Command {
         #[command(subcommand)]
         command: crate::patient::CredentialCommand,
     },
+    /// HDDT pairings with DiGAs (patients): login ticket, list, revoke.
+    Pairing {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::user::PairingCommand,
+    },
     /// Connections with other participants.
     Connections {
         #[command(flatten)]
@@ -189,6 +196,15 @@ enum AdminCommand {
         #[command(subcommand)]
         command: crate::registry::DigaCommand,
     },
+    /// Retire HDDT (this Device Data Recorder left the HIIS-VZ): revoke every
+    /// pairing; /par, /token and the FHIR API answer "no longer supported".
+    Retire {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Confirm: this cannot be undone from the command line.
+        #[arg(long)]
+        yes: bool,
+    },
     /// The MIV ValueSets (`<data_dir>/valuesets/`).
     Valuesets {
         #[command(flatten)]
@@ -256,6 +272,18 @@ pub fn run(cli: Cli) -> ExitCode {
             run_async(client_cert(config, command))
         }
         Command::Admin {
+            command: AdminCommand::Retire { common, yes },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            if !yes {
+                eprintln!("medvault: retiring ends every pairing; pass --yes to confirm");
+                return ExitCode::from(2);
+            }
+            run_async(retire(config))
+        }
+        Command::Admin {
             command: AdminCommand::Valuesets { common, command },
         } => {
             let Some(config) = load_storage_config(&common) else {
@@ -314,6 +342,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Connections { profile, command } => {
             run_async(crate::user::connections(profile, command))
         }
+        Command::Pairing { profile, command } => run_async(crate::user::pairing(profile, command)),
     }
 }
 
@@ -529,6 +558,27 @@ async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Resu
     };
     store.close().await;
     outcome
+}
+
+async fn retire(config: Config) -> anyhow::Result<()> {
+    let key_path = config.data_dir.join("audit-checkpoint.key");
+    if !key_path.exists() {
+        anyhow::bail!(
+            "{} does not exist: start `medvault serve` once with this data directory first",
+            key_path.display()
+        );
+    }
+    let store = open_store(&config.database).await.context("database")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let key = load_or_create_audit_key(&key_path)?;
+    let audit = AuditTrail::new(store.clone(), clock.clone(), Arc::new(key));
+    let outcome = medvault_oauth::retire(&*store, &audit, clock.now(), "operator:cli").await;
+    store.close().await;
+    let ended = outcome?;
+    println!(
+        "HDDT retired: {ended} grant(s) revoked; /par, /token and FHIR now answer 410 hddt_not_supported"
+    );
+    Ok(())
 }
 
 fn parse_anchor(text: &str) -> Result<CheckpointAnchor, String> {

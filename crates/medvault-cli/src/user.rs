@@ -201,6 +201,42 @@ pub enum DocumentsCommand {
     },
 }
 
+/// `medvault pairing ...`
+pub async fn pairing(args: ProfileArgs, command: PairingCommand) -> anyhow::Result<()> {
+    let context = Profiled::new(&args)?;
+    let session = context.session()?;
+    match command {
+        PairingCommand::Ticket => {
+            let ticket = session.pairing_ticket().await?;
+            println!("login ticket: {}", ticket.ticket);
+            println!("valid until:  {}", ticket.expires_at);
+        }
+        PairingCommand::List => {
+            for pairing in session.pairings().await? {
+                let name = pairing
+                    .diga_name
+                    .as_deref()
+                    .unwrap_or("(not in the registry)");
+                let reason = pairing
+                    .revoke_reason
+                    .as_deref()
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_default();
+                println!(
+                    "{}  {} {name}  {}{reason}  until {}",
+                    pairing.pairing_id, pairing.client_id, pairing.status, pairing.consent_until
+                );
+                println!("    {}", pairing.scope);
+            }
+        }
+        PairingCommand::Revoke { pairing_id } => {
+            session.unpair(&pairing_id).await?;
+            println!("revoked {pairing_id}");
+        }
+    }
+    Ok(())
+}
+
 /// `medvault proofing ...` (institutions).
 #[derive(Debug, Subcommand)]
 pub enum ProofingCommand {
@@ -252,6 +288,21 @@ pub enum ConnectionsCommand {
     },
     /// List connections and invitations.
     List,
+}
+
+/// `medvault pairing ...` (patients): HDDT pairings with DiGAs.
+#[derive(Debug, Subcommand)]
+pub enum PairingCommand {
+    /// A one-time login ticket for a DiGA's consent page (5 minutes): type it
+    /// into the page, which never asks for your password.
+    Ticket,
+    /// Every pairing (consent) with a DiGA, newest first.
+    List,
+    /// End a pairing at once: the DiGA's tokens stop working.
+    Revoke {
+        /// The Pairing ID (64 hex characters, from `pairing list`).
+        pairing_id: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
