@@ -16,6 +16,8 @@
     reason = "test support: a failed set-up must fail the test loudly"
 )]
 
+pub mod hddt;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

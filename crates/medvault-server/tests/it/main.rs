@@ -30,3 +30,25 @@ fn assert_problem_json(response: &reqwest::Response) {
         "application/problem+json"
     );
 }
+
+/// Runs `scripts/<script>` (which installs what a test needs) and returns the
+/// last line it printed (the tool's path); `None`, said as SKIPPED (which
+/// fails CI), when it fails.
+fn setup_script(script: &str, test: &str) -> Option<String> {
+    let path = format!("{}/../../scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("bash").arg(path).output().ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "SKIPPED {test}: {script} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()?
+            .trim()
+            .to_owned(),
+    )
+}

@@ -8,7 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use medvault_audit::AuditQuery;
 use medvault_client::{NewAccount, Password, Session};
 use medvault_core::{Clock, DigaClientId, Miv, ParticipantKind};
-use medvault_oauth::{AccessError, DigaRegistry, DigaRegistryEntry, DigaStatus};
+use medvault_oauth::{AccessError, DigaRegistryEntry, DigaStatus};
+use medvault_testkit::hddt::{self, VERIFIER, encode, query_value};
 use medvault_testkit::{Backend, TestCertificate, TestServer};
 use serde_json::Value;
 
@@ -23,9 +24,6 @@ const REDIRECT: &str = "https://diga.example/callback";
 const CGM: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-continuous-glucose-measurement";
 const BG: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-blood-glucose-measurement";
 const BP: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-blood-pressure-value";
-// RFC 7636 appendix B.
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 struct Setup {
     server: TestServer,
@@ -45,21 +43,33 @@ fn entry(id: &str, certificate: &TestCertificate, status: DigaStatus) -> DigaReg
     }
 }
 
-async fn install_registry(server: &TestServer, entries: Vec<DigaRegistryEntry>) {
-    let mut registry = DigaRegistry::default();
-    for entry in entries {
-        registry
-            .upsert(entry, server.clock.now().unix_timestamp())
-            .unwrap();
-    }
-    std::fs::write(
-        server.data_dir.path().join("diga-vz.json"),
-        registry.to_json(),
-    )
-    .unwrap();
-    medvault_server::hddt::refresh_registry(server.state())
-        .await
-        .unwrap();
+fn par_form(scope: &str) -> Vec<(&'static str, String)> {
+    hddt::par_form(DIGA, REDIRECT, scope)
+}
+
+fn code_form(code: &str, verifier: &str) -> Vec<(&'static str, String)> {
+    hddt::code_form(DIGA, REDIRECT, code, verifier)
+}
+
+fn refresh_form(token: &str) -> Vec<(&'static str, String)> {
+    hddt::refresh_form(DIGA, token)
+}
+
+async fn post(
+    setup: &Setup,
+    identity: Option<&TestCertificate>,
+    path: &str,
+    form: &[(&str, String)],
+) -> (u16, Value) {
+    hddt::post_form(&setup.server, &setup.server.client(identity), path, form).await
+}
+
+async fn open(setup: &Setup, request_uri: &str) -> (u16, String) {
+    hddt::open_consent(&setup.server, DIGA, request_uri).await
+}
+
+async fn consent(setup: &Setup, page: &str, decision: &[(&str, &str)]) -> String {
+    hddt::consent(&setup.server, &setup.patient, page, decision).await
 }
 
 async fn setup(backend: Backend) -> Option<Setup> {
@@ -69,7 +79,7 @@ async fn setup(backend: Backend) -> Option<Setup> {
     .await?;
     let diga = TestCertificate::diga("diga-backend");
     let other = TestCertificate::diga("other-diga-backend");
-    install_registry(
+    hddt::install_registry(
         &server,
         vec![
             entry(DIGA, &diga, DigaStatus::Active),
@@ -99,46 +109,6 @@ async fn setup(backend: Backend) -> Option<Setup> {
     })
 }
 
-fn encode(form: &[(&str, String)]) -> String {
-    let mut serializer = url::form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form {
-        serializer.append_pair(name, value);
-    }
-    serializer.finish()
-}
-
-fn par_form(scope: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("client_id", DIGA.to_owned()),
-        ("response_type", "code".to_owned()),
-        ("code_challenge_method", "S256".to_owned()),
-        ("code_challenge", CHALLENGE.to_owned()),
-        ("redirect_uri", REDIRECT.to_owned()),
-        ("scope", scope.to_owned()),
-        ("state", "xyz-state".to_owned()),
-    ]
-}
-
-async fn post(
-    setup: &Setup,
-    identity: Option<&TestCertificate>,
-    path: &str,
-    form: &[(&str, String)],
-) -> (u16, Value) {
-    let response = setup
-        .server
-        .client(identity)
-        .post(setup.server.hddt_url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(encode(form))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn push(setup: &Setup, scope: &str) -> String {
     let (status, body) = post(setup, Some(&setup.diga), "/par", &par_form(scope)).await;
     assert_eq!(status, 201, "{body}");
@@ -146,95 +116,6 @@ async fn push(setup: &Setup, scope: &str) -> String {
     let uri = body["request_uri"].as_str().unwrap().to_owned();
     assert!(uri.starts_with("urn:uuid:"));
     uri
-}
-
-/// A browser: no client certificate, no automatic redirects.
-fn browser(server: &TestServer) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&server.ca_pem).unwrap()])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap() + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
-/// Opens the consent page; returns (status, page).
-async fn open(setup: &Setup, request_uri: &str) -> (u16, String) {
-    let response = browser(&setup.server)
-        .get(format!(
-            "{}?{}",
-            setup.server.patient_url("/authorize"),
-            encode(&[
-                ("client_id", DIGA.to_owned()),
-                ("request_uri", request_uri.to_owned())
-            ])
-        ))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    if status == 200 {
-        let headers = response.headers();
-        assert_eq!(headers["x-frame-options"], "DENY");
-        assert_eq!(headers["referrer-policy"], "no-referrer");
-        assert!(
-            headers["content-security-policy"]
-                .to_str()
-                .unwrap()
-                .contains("frame-ancestors 'none'")
-        );
-    }
-    (status, response.text().await.unwrap())
-}
-
-/// The patient logs in on the page with a ticket and decides; returns the
-/// `Location` the browser is sent to.
-async fn consent(setup: &Setup, page: &str, decision: &[(&str, &str)]) -> String {
-    let request_uri = hidden(page, "request_uri");
-    let csrf = hidden(page, "csrf");
-    let ticket = setup.patient.pairing_ticket().await.unwrap();
-    let browser = browser(&setup.server);
-    let logged_in = browser
-        .post(setup.server.patient_url("/authorize/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(encode(&[
-            ("request_uri", request_uri.clone()),
-            ("csrf", csrf.clone()),
-            ("ticket", ticket.ticket.to_lowercase()),
-        ]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logged_in.status(), 200);
-    let page = logged_in.text().await.unwrap();
-    assert!(page.contains("type=\"checkbox\""), "{page}");
-    let mut form = vec![("request_uri", request_uri.clone()), ("csrf", csrf.clone())];
-    form.extend(
-        decision
-            .iter()
-            .map(|(name, value)| (*name, (*value).to_owned())),
-    );
-    let decided = browser
-        .post(setup.server.patient_url("/authorize/decision"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(encode(&form))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(decided.status(), 303, "{}", decided.text().await.unwrap());
-    decided.headers()["location"].to_str().unwrap().to_owned()
-}
-
-fn query_value(location: &str, name: &str) -> Option<String> {
-    let url = url::Url::parse(location).unwrap();
-    url.query_pairs()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
 }
 
 const APPROVE_CGM: &[(&str, &str)] = &[
@@ -261,24 +142,6 @@ async fn authorize(setup: &Setup) -> String {
         Some("xyz-state")
     );
     query_value(&location, "code").unwrap()
-}
-
-fn code_form(code: &str, verifier: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("grant_type", "authorization_code".to_owned()),
-        ("code", code.to_owned()),
-        ("code_verifier", verifier.to_owned()),
-        ("redirect_uri", REDIRECT.to_owned()),
-        ("client_id", DIGA.to_owned()),
-    ]
-}
-
-fn refresh_form(token: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("grant_type", "refresh_token".to_owned()),
-        ("refresh_token", token.to_owned()),
-        ("client_id", DIGA.to_owned()),
-    ]
 }
 
 fn claims(jwt: &str) -> Value {
@@ -686,7 +549,7 @@ async fn every_refusal_is_the_guides_error(backend: Backend) {
 
     // An inactive DiGA gets no tokens.
     let code = authorize(&setup).await;
-    install_registry(
+    hddt::install_registry(
         &setup.server,
         vec![
             entry(DIGA, &setup.diga, DigaStatus::Inactive),
@@ -743,5 +606,233 @@ async fn every_refusal_is_the_guides_error(backend: Backend) {
             .unwrap()
             .contains("no longer supported")
     );
+    setup.server.stop().await;
+}
+
+/// ChromeDriver (scripts/setup-chromium.sh installs Debian's chromium and
+/// chromium-driver); `None`, said as SKIPPED, when it cannot be installed.
+fn chromedriver() -> Option<String> {
+    crate::setup_script("setup-chromium.sh", "consent page in Chromium")
+}
+
+/// A W3C WebDriver session over ChromeDriver's HTTP API.
+struct WebDriver {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    process: std::process::Child,
+}
+
+impl WebDriver {
+    async fn start(chromedriver: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let process = std::process::Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let ready = http.get(format!("{base}/status")).send().await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&serde_json::json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                // The development CA is not in Chromium's store.
+                "acceptInsecureCerts": true,
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"]
+                }
+            }}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_owned();
+        Self {
+            http,
+            base,
+            session,
+            process,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let request = self.http.request(method, url);
+        let request = if body.is_null() {
+            request
+        } else {
+            request.json(&body)
+        };
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        answer["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            serde_json::json!({ "url": url }),
+        )
+        .await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        found["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        let _ = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{element}/click"),
+                serde_json::json!({}),
+            )
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            serde_json::json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn current_url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn page_source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn stop(mut self) {
+        self.call(reqwest::Method::DELETE, "", Value::Null).await;
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The consent page as a patient meets it, in headless Chromium: the DiGA's
+/// request, a ticket typed in, one of two MIVs unticked, approve; the browser
+/// lands on the DiGA's (loopback) redirect URI with a code that redeems for
+/// exactly the MIV left ticked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_page_works_in_headless_chromium() {
+    let Some(chromedriver) = tokio::task::spawn_blocking(chromedriver).await.unwrap() else {
+        return;
+    };
+    // The DiGA's redirect target: a loopback listener that answers "ok".
+    let callback = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect = format!(
+        "http://127.0.0.1:{}/callback",
+        callback.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = callback.accept().await {
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+    let setup = setup(Backend::Sqlite).await.unwrap();
+    let mut registered = entry(DIGA, &setup.diga, DigaStatus::Active);
+    registered.redirect_uri = redirect.clone();
+    hddt::install_registry(&setup.server, vec![registered]).await;
+    let mut form = par_form(&format!("{CGM} {BG} patient/Device.rs"));
+    form[4].1 = redirect.clone();
+    let (status, pushed) = post(&setup, Some(&setup.diga), "/par", &form).await;
+    assert_eq!(status, 201, "{pushed}");
+    let request_uri = pushed["request_uri"].as_str().unwrap();
+    let ticket = setup.patient.pairing_ticket().await.unwrap();
+
+    let browser = WebDriver::start(&chromedriver).await;
+    browser
+        .go(&format!(
+            "{}?{}",
+            setup.server.patient_url("/authorize"),
+            encode(&[
+                ("client_id", DIGA.to_owned()),
+                ("request_uri", request_uri.to_owned())
+            ])
+        ))
+        .await;
+    let source = browser.page_source().await;
+    assert!(source.contains("Glukose-Tagebuch"), "{source}");
+    assert!(source.contains("Die DiGA erfährt nicht, wer Sie sind"));
+    browser
+        .type_into("input[name=ticket]", &ticket.ticket)
+        .await;
+    browser.click("button[type=submit]").await;
+    // Each MIV is its own choice: untick blood glucose, keep CGM.
+    browser
+        .click("input[value=hddt-miv-blood-glucose-measurement]")
+        .await;
+    browser.click("button[value=approve]").await;
+    // The click returns before the navigation it starts has ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut landed = browser.current_url().await;
+    while !landed.starts_with(&redirect) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        landed = browser.current_url().await;
+    }
+    let source = browser.page_source().await;
+    browser.stop().await;
+    assert!(landed.starts_with(&redirect), "{landed}: {source}");
+    let code = query_value(&landed, "code").unwrap();
+    assert_eq!(query_value(&landed, "state").as_deref(), Some("xyz-state"));
+    let mut exchange = code_form(&code, VERIFIER);
+    exchange[3].1 = redirect;
+    let (status, tokens) = post(&setup, Some(&setup.diga), "/token", &exchange).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["scope"], format!("{CGM} patient/Device.rs"));
     setup.server.stop().await;
 }

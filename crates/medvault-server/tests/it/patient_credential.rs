@@ -742,27 +742,7 @@ async fn bad_requests_and_presentations_leave_nothing_behind(backend: Backend) {
 /// makes the venv from conformance/requirements.txt); `None`, said as
 /// SKIPPED, when it cannot be made.
 fn python() -> Option<String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/setup-python.sh");
-    let output = std::process::Command::new("bash")
-        .arg(script)
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED jose interop: Python venv setup failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()?
-            .trim()
-            .to_owned(),
-    )
+    crate::setup_script("setup-python.sh", "jose interop")
 }
 
 /// jwcrypto (not our JOSE code) verifies our request, credential, JWKS,
