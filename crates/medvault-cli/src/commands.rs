@@ -196,6 +196,20 @@ enum AdminCommand {
         #[command(subcommand)]
         command: crate::registry::DigaCommand,
     },
+    /// Auditor accounts (data-protection officers): may read every audit entry.
+    Auditor {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: AuditorCommand,
+    },
+    /// The HDDT operational request log (`<data_dir>/request-log/`, JSON Lines).
+    RequestLog {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: RequestLogCommand,
+    },
     /// Retire HDDT (this Device Data Recorder left the HIIS-VZ): revoke every
     /// pairing; /par, /token and the FHIR API answer "no longer supported".
     Retire {
@@ -205,6 +219,13 @@ enum AdminCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// The trust attributes to register in the HIIS-VZ.
+    Hiis {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: crate::registry::HiisCommand,
+    },
     /// The MIV ValueSets (`<data_dir>/valuesets/`).
     Valuesets {
         #[command(flatten)]
@@ -212,6 +233,49 @@ enum AdminCommand {
         #[command(subcommand)]
         command: crate::registry::ValueSetCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditorCommand {
+    /// Make a registered participant an auditor.
+    Add {
+        /// Their UID.
+        uid: String,
+    },
+    /// Take the auditor role away.
+    Remove {
+        /// Their UID.
+        uid: String,
+    },
+    /// List auditors.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestLogCommand {
+    /// Print the matching lines, oldest first.
+    Show {
+        /// At or after this instant (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this DiGA (`partner_id`, its client_id).
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this endpoint (`interface_id`, e.g. /token).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this HTTP status.
+        #[arg(long)]
+        status: Option<u16>,
+        /// Only this transaction (request id).
+        #[arg(long)]
+        transaction: Option<String>,
+    },
+    /// Check every day's checksum chain; exit 1 if one is broken.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +316,24 @@ enum AuditCommand {
         #[arg(long)]
         anchor: Option<String>,
     },
+    /// Your own audit entries (pairings, unpairings, logins, ...); auditors
+    /// may list everyone's with --all or --subject.
+    List {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(flatten)]
+        filter: crate::user::AuditFilterArgs,
+    },
+    /// Write every matching entry as JSON Lines (all pages).
+    Export {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(flatten)]
+        filter: crate::user::AuditFilterArgs,
+        /// The output file (mode 0600).
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 /// Runs a parsed command line.
@@ -272,6 +354,22 @@ pub fn run(cli: Cli) -> ExitCode {
             run_async(client_cert(config, command))
         }
         Command::Admin {
+            command: AdminCommand::Auditor { common, command },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            run_async(auditor(config, command))
+        }
+        Command::Admin {
+            command: AdminCommand::RequestLog { common, command },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            report(request_log(&config.data_dir.join("request-log"), command))
+        }
+        Command::Admin {
             command: AdminCommand::Retire { common, yes },
         } => {
             let Some(config) = load_storage_config(&common) else {
@@ -289,7 +387,21 @@ pub fn run(cli: Cli) -> ExitCode {
             let Some(config) = load_storage_config(&common) else {
                 return ExitCode::from(2);
             };
-            match crate::registry::valuesets(&config.data_dir, &config.value_set_base, command) {
+            report(crate::registry::valuesets(
+                &config.data_dir,
+                &config.value_set_base,
+                command,
+            ))
+        }
+        Command::Admin {
+            command: AdminCommand::Diga { common, command },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            let reload = matches!(command, crate::registry::DigaCommand::Reload);
+            match crate::registry::diga(&config.data_dir, command) {
+                Ok(()) if reload => run_async(request_registry_reload(config)),
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("medvault: {error:#}");
@@ -298,19 +410,24 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Admin {
-            command: AdminCommand::Diga { common, command },
+            command: AdminCommand::Hiis { common, command },
         } => {
             let Some(config) = load_storage_config(&common) else {
                 return ExitCode::from(2);
             };
-            match crate::registry::diga(&config.data_dir, command) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("medvault: {error:#}");
-                    ExitCode::from(1)
-                }
-            }
+            report(crate::registry::hiis(&config, command))
         }
+        Command::Audit {
+            command: AuditCommand::List { profile, filter },
+        } => run_async(crate::user::audit_list(profile, filter, None)),
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    profile,
+                    filter,
+                    output,
+                },
+        } => run_async(crate::user::audit_list(profile, filter, Some(output))),
         Command::Audit {
             command: AuditCommand::Verify { common, anchor },
         } => {
@@ -385,6 +502,17 @@ fn load_config_for(common: &CommonArgs, specific: RawConfig, serving: bool) -> O
         Err(error) => {
             eprintln!("medvault: invalid configuration: {error}");
             None
+        }
+    }
+}
+
+/// Exit 0, or print the error on one line and exit 1.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("medvault: {error:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -558,6 +686,146 @@ async fn client_cert(config: Config, command: ClientCertCommand) -> anyhow::Resu
     };
     store.close().await;
     outcome
+}
+
+async fn auditor(config: Config, command: AuditorCommand) -> anyhow::Result<()> {
+    const PREFIX: &str = medvault_server::api::audit::AUDITOR_PREFIX;
+    let key_path = config.data_dir.join("audit-checkpoint.key");
+    if !matches!(command, AuditorCommand::List) && !key_path.exists() {
+        anyhow::bail!(
+            "{} does not exist: start `medvault serve` once with this data directory first",
+            key_path.display()
+        );
+    }
+    let store = open_store(&config.database).await.context("database")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let outcome = async {
+        match command {
+            AuditorCommand::List => {
+                for (name, _, since) in store.hddt_states(PREFIX).await? {
+                    let uid = name.trim_start_matches(PREFIX);
+                    println!(
+                        "{uid}  since {}",
+                        since.format(&Rfc3339).unwrap_or_default()
+                    );
+                }
+                return Ok(());
+            }
+            AuditorCommand::Add { uid } | AuditorCommand::Remove { uid }
+                if uid.parse::<medvault_core::Uid>().is_err() =>
+            {
+                anyhow::bail!("{uid} is not a UID");
+            }
+            AuditorCommand::Add { uid } => {
+                if store.participant(&uid).await?.is_none() {
+                    anyhow::bail!("{uid} is not a registered participant");
+                }
+                store
+                    .set_hddt_state(&format!("{PREFIX}{uid}"), Some("auditor"), clock.now())
+                    .await?;
+                audit_role(&store, &clock, &key_path, &uid, "audit.auditor_added").await?;
+                println!("{uid} is an auditor");
+            }
+            AuditorCommand::Remove { uid } => {
+                store
+                    .set_hddt_state(&format!("{PREFIX}{uid}"), None, clock.now())
+                    .await?;
+                audit_role(&store, &clock, &key_path, &uid, "audit.auditor_removed").await?;
+                println!("{uid} is no longer an auditor");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome
+}
+
+async fn audit_role(
+    store: &Arc<dyn medvault_store::Store>,
+    clock: &Arc<dyn Clock>,
+    key_path: &std::path::Path,
+    uid: &str,
+    event_type: &str,
+) -> anyhow::Result<()> {
+    let key = load_or_create_audit_key(key_path)?;
+    let audit = AuditTrail::new(store.clone(), clock.clone(), Arc::new(key));
+    audit
+        .append(medvault_audit::AuditEvent::new(
+            "operator:cli",
+            uid,
+            event_type,
+            medvault_audit::Outcome::Success,
+        ))
+        .await?;
+    Ok(())
+}
+
+fn request_log(dir: &std::path::Path, command: RequestLogCommand) -> anyhow::Result<()> {
+    use medvault_server::request_log::{LogFilter, read, verify_file};
+    match command {
+        RequestLogCommand::Show {
+            from,
+            until,
+            client,
+            endpoint,
+            status,
+            transaction,
+        } => {
+            let instant = |text: Option<String>| -> anyhow::Result<Option<time::OffsetDateTime>> {
+                text.map(|text| {
+                    time::OffsetDateTime::parse(&text, &Rfc3339)
+                        .with_context(|| format!("{text} is not an RFC 3339 instant"))
+                })
+                .transpose()
+            };
+            let filter = LogFilter {
+                from: instant(from)?,
+                until: instant(until)?,
+                client,
+                endpoint,
+                status,
+                transaction,
+            };
+            for line in read(dir, &filter).with_context(|| format!("{}", dir.display()))? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        RequestLogCommand::Verify => {
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .with_context(|| format!("{}", dir.display()))?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+                .collect();
+            files.sort();
+            let mut lines = 0;
+            for file in &files {
+                lines += verify_file(file)?;
+            }
+            println!(
+                "request log intact: {} day(s), {lines} line(s)",
+                files.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn request_registry_reload(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config.database).await.context("database")?;
+    let outcome = store
+        .set_hddt_state(
+            crate::registry::RELOAD_STATE,
+            Some("requested"),
+            SystemClock.now(),
+        )
+        .await;
+    store.close().await;
+    outcome?;
+    println!("every running node re-reads the registry within seconds");
+    Ok(())
 }
 
 async fn retire(config: Config) -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! `medvault admin diga add|list|remove`: the DiGA-VZ's local-file source,
+//! `medvault admin diga add|list|remove|reload`: the DiGA-VZ's local-file source,
 //! `<data_dir>/diga-vz.json` (format 1; see `medvault_oauth::DigaRegistry`).
 //! Every change runs the registration checks (certificate validity 365–398
 //! days, digitalSignature + clientAuth, TR-02102 keys and signatures; exact
@@ -47,7 +47,13 @@ pub enum DigaCommand {
         /// `urn:diga:bfarm:NNNNN`.
         client_id: String,
     },
+    /// Check the file and make every running node re-read it now (instead of
+    /// at its next `registry_refresh_secs`).
+    Reload,
 }
+
+/// The state a `reload` sets; running nodes watch it.
+pub const RELOAD_STATE: &str = medvault_server::hddt::RELOAD_STATE;
 
 fn load(path: &Path) -> anyhow::Result<DigaRegistry> {
     match std::fs::read(path) {
@@ -135,6 +141,14 @@ pub fn diga(data_dir: &Path, command: DigaCommand) -> anyhow::Result<()> {
                     entry.redirect_uri
                 );
             }
+        }
+        DigaCommand::Reload => {
+            // Checked here; the request to the nodes is made by the caller.
+            println!(
+                "{} is usable: {} DiGA(s)",
+                path.display(),
+                registry.entries().count()
+            );
         }
         DigaCommand::Remove { client_id } => {
             let client_id = DigaClientId::parse(&client_id)
@@ -231,5 +245,85 @@ pub fn valuesets(data_dir: &Path, base: &str, command: ValueSetCommand) -> anyho
             }
         }
     }
+    Ok(())
+}
+
+/// `medvault admin hiis ...`
+#[derive(Debug, Subcommand)]
+pub enum HiisCommand {
+    /// Print what the operator registers in the HIIS-VZ: the FQDN, the base
+    /// URLs of the OAuth and FHIR APIs, the MIVs served and their time
+    /// properties (`--json`: as the HIIS's FHIR DeviceDefinition and Endpoints).
+    Show {
+        /// Print a FHIR Bundle instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The per-MIV time properties medvault registers: data is readable within
+/// `DELAY_SECS` of its upload, a DiGA may be `GRACE_MINUTES` late, and 30
+/// days of history are kept.
+const DELAY_SECS: u32 = 60;
+const GRACE_MINUTES: u32 = 15;
+const HISTORY_DAYS: u32 = 30;
+
+/// Runs `medvault admin hiis show`.
+pub fn hiis(config: &medvault_server::Config, command: HiisCommand) -> anyhow::Result<()> {
+    let HiisCommand::Show { json } = command;
+    let oauth = config.oauth_issuer.as_str().trim_end_matches('/');
+    let fhir = config.fhir_base_url.as_str().trim_end_matches('/');
+    let mivs: Vec<&str> = Miv::SUPPORTED
+        .iter()
+        .map(|miv| miv.value_set_id())
+        .collect();
+    if !json {
+        println!("FQDN:                   {}", config.fqdn);
+        println!("OAuth base URL:         {oauth}");
+        println!("  metadata:             {oauth}/.well-known/oauth-authorization-server");
+        println!("FHIR base URL:          {fhir}");
+        println!("  capability statement: {fhir}/metadata");
+        println!("MIVs served:            {}", mivs.join(", "));
+        println!(
+            "per MIV:                delayFromRealTime {DELAY_SECS} s, gracePeriod {GRACE_MINUTES} min, historicDataPeriod {HISTORY_DAYS} d"
+        );
+        return Ok(());
+    }
+    let endpoint = |id: &str, code: &str, address: String| {
+        serde_json::json!({
+            "resourceType": "Endpoint",
+            "id": id,
+            "status": "active",
+            "connectionType": {"system": "https://fhir.bfarm.de/CodeSystem/HiisEndpointConnectionType", "code": code},
+            "name": config.fqdn,
+            "address": address,
+            "payloadType": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/endpoint-payload-type", "code": "any"}]}]
+        })
+    };
+    let bundle = serde_json::json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {
+                "resourceType": "DeviceDefinition",
+                "id": "medvault-device-data-recorder",
+                "manufacturerString": "medvault",
+                "deviceName": [{"name": "medvault Device Data Recorder", "type": "user-friendly-name"}],
+                "version": [env!("CARGO_PKG_VERSION")],
+                "extension": [
+                    {"url": "https://fhir.bfarm.de/StructureDefinition/HiisDeviceDataRecorderEndpointLink", "valueReference": {"reference": "Endpoint/medvault-fhir"}},
+                    {"url": "https://fhir.bfarm.de/StructureDefinition/HiisDeviceDataRecorderEndpointLink", "valueReference": {"reference": "Endpoint/medvault-auth"}},
+                    {"url": "https://fhir.bfarm.de/StructureDefinition/HiisDeviceDefinitionMivSet", "extension": [
+                        {"url": "delayFromRealTime", "valueDuration": {"value": DELAY_SECS, "unit": "s"}},
+                        {"url": "gracePeriod", "valueDuration": {"value": GRACE_MINUTES, "unit": "min"}},
+                        {"url": "historicDataPeriod", "valueDuration": {"value": HISTORY_DAYS, "unit": "d"}}
+                    ]}
+                ]
+            }},
+            {"resource": endpoint("medvault-fhir", "hl7-fhir-rest", fhir.to_owned())},
+            {"resource": endpoint("medvault-auth", "oauth-authz-server", format!("{oauth}/.well-known/oauth-authorization-server"))}
+        ]
+    });
+    println!("{}", serde_json::to_string_pretty(&bundle)?);
     Ok(())
 }

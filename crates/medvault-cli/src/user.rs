@@ -290,6 +290,80 @@ pub enum ConnectionsCommand {
     List,
 }
 
+/// Which audit entries `medvault audit list|export` reads.
+#[derive(Debug, Args)]
+pub struct AuditFilterArgs {
+    /// Only this event type (e.g. hddt.pairing).
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Auditors: every participant's entries.
+    #[arg(long)]
+    all: bool,
+    /// Auditors: only entries about this UID.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Entries after this seq.
+    #[arg(long)]
+    after: Option<i64>,
+    /// At most this many (list only; default 100).
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+/// `medvault audit list|export`: prints one page, or writes every page as
+/// JSON Lines to `output`.
+pub async fn audit_list(
+    args: ProfileArgs,
+    filter: AuditFilterArgs,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let context = Profiled::new(&args)?;
+    let session = context.session()?;
+    let mut options = medvault_client::AuditOptions {
+        after: filter.after,
+        limit: filter.limit,
+        event_type: filter.event_type,
+        all: filter.all,
+        subject: filter.subject,
+    };
+    let Some(output) = output else {
+        let page = session.audit(&options).await?;
+        for entry in &page.entries {
+            println!(
+                "{:>8}  {}  {:<28} {:<8} actor {}  {}",
+                entry.seq,
+                entry.recorded_at,
+                entry.event_type,
+                entry.outcome,
+                entry.actor,
+                entry.detail
+            );
+        }
+        if let Some(next) = page.next_after {
+            println!("(more: --after {next})");
+        }
+        return Ok(());
+    };
+    options.limit = Some(1000);
+    let mut lines = String::new();
+    let mut count = 0usize;
+    loop {
+        let page = session.audit(&options).await?;
+        for entry in &page.entries {
+            lines.push_str(&serde_json::to_string(entry)?);
+            lines.push('\n');
+            count += 1;
+        }
+        match page.next_after {
+            Some(next) => options.after = Some(next),
+            None => break,
+        }
+    }
+    write_private(&output, lines.as_bytes())?;
+    println!("wrote {count} entries to {}", output.display());
+    Ok(())
+}
+
 /// `medvault pairing ...` (patients): HDDT pairings with DiGAs.
 #[derive(Debug, Subcommand)]
 pub enum PairingCommand {

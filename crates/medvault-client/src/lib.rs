@@ -35,7 +35,9 @@ pub use documents::{DocumentInfo, OpenedDocument};
 pub use patient_credential::{
     CheckedCredential, DeviceKey, USER_AGENT_ID, credential_request, device_did, presentation,
 };
-pub use session::{CredentialSigner, ProofingCode, Session, SessionState, VerifiedEntry};
+pub use session::{
+    AuditOptions, CredentialSigner, ProofingCode, Session, SessionState, VerifiedEntry,
+};
 
 /// What went wrong, named for what the caller does next.
 #[derive(Debug, thiserror::Error)]

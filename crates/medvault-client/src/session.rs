@@ -131,6 +131,34 @@ impl Session {
         self.client.get("api/v1/export", &self.token).await
     }
 
+    /// A page of audit entries: this participant's own, or, for an auditor
+    /// with `all` or `subject`, anyone's.
+    pub async fn audit(
+        &self,
+        options: &AuditOptions,
+    ) -> Result<medvault_proto::audit::AuditPage, ClientError> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(after) = options.after {
+            query.append_pair("after", &after.to_string());
+        }
+        if let Some(limit) = options.limit {
+            query.append_pair("limit", &limit.to_string());
+        }
+        if let Some(event_type) = &options.event_type {
+            query.append_pair("event_type", event_type);
+        }
+        if options.all {
+            query.append_pair("all", "true");
+        }
+        if let Some(subject) = &options.subject {
+            query.append_pair("subject", subject);
+        }
+        let query = query.finish();
+        self.client
+            .get(&format!("api/v1/audit?{query}"), &self.token)
+            .await
+    }
+
     /// A one-time ticket that logs this patient in on an HDDT consent page.
     pub async fn pairing_ticket(&self) -> Result<medvault_proto::hddt::PairingTicket, ClientError> {
         self.client
@@ -488,4 +516,19 @@ impl fmt::Debug for ProofingCode {
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
+}
+
+/// Which audit entries [`Session::audit`] asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// Entries after this seq (paging).
+    pub after: Option<i64>,
+    /// At most this many (server default 100, at most 1000).
+    pub limit: Option<u32>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Auditors: every subject.
+    pub all: bool,
+    /// Auditors: only this subject.
+    pub subject: Option<String>,
 }

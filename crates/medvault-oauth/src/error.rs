@@ -102,6 +102,16 @@ impl OAuthError {
         )
     }
 
+    /// 429 `temporarily_unavailable`: the client's request rate is limited
+    /// (with `Retry-After`).
+    pub fn rate_limited() -> Self {
+        Self::new(
+            429,
+            "temporarily_unavailable",
+            "Too many requests from this client; retry after the time in Retry-After",
+        )
+    }
+
     /// 410 `hddt_not_supported`: the Device Data Recorder left the HIIS-VZ
     /// (medvault's documented answer; the guide leaves the format open).
     pub fn retired() -> Self {

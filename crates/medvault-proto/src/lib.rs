@@ -8,6 +8,7 @@
 //! a client shows up as a 400 instead of being ignored.
 
 pub mod accounts;
+pub mod audit;
 pub mod credentials;
 pub mod documents;
 pub mod hddt;

@@ -47,7 +47,12 @@ struct Bench {
 }
 
 async fn setup() -> Bench {
-    let server = TestServer::start().await;
+    // The test clock stands still, so no bucket refills: a limit no run reaches.
+    let server = TestServer::start_with(medvault_testkit::Backend::Sqlite, |raw| {
+        raw.hddt_rate_per_client = Some(1_000_000);
+    })
+    .await
+    .unwrap();
     let diga = TestCertificate::diga("bench-diga");
     hddt::install_registry(
         &server,

@@ -69,6 +69,49 @@ pub struct AppState {
     pub presentations: medvault_credential::PresentationLogin,
     /// The HDDT authorization server.
     pub hddt: medvault_oauth::AuthorizationServer,
+    /// The HDDT operational request log.
+    pub request_log: Option<Arc<crate::request_log::RequestLog>>,
+    /// Per-DiGA request rate on the HDDT listener.
+    pub client_limiter: Arc<ClientLimiter>,
+}
+
+/// A token bucket per authenticated HDDT client (by registered owner): one
+/// DiGA cannot crowd out the others. Refills at `rate` per second, holds
+/// twice that. Only clients that passed the certificate check get a bucket,
+/// so the map is bounded by the allow-list.
+#[derive(Debug)]
+pub struct ClientLimiter {
+    rate: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, time::OffsetDateTime)>>,
+}
+
+impl ClientLimiter {
+    /// `rate` requests per second per client.
+    pub fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            buckets: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether `client` may make a request at `now`.
+    pub fn admit(&self, client: &str, now: time::OffsetDateTime) -> bool {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let capacity = self.rate * 2.0;
+        let (tokens, last) = buckets.entry(client.to_owned()).or_insert((capacity, now));
+        let elapsed = (now - *last).as_seconds_f64().max(0.0);
+        *tokens = (*tokens + elapsed * self.rate).min(capacity);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A token bucket over audit entries for refused requests.
@@ -182,7 +225,64 @@ pub fn hddt_router(state: AppState) -> Router {
             state.clone(),
             require_client_certificate,
         ));
-    common_layers(public.merge(protected), &state.config).with_state(state)
+    let logged = public
+        .merge(protected)
+        .layer(middleware::from_fn_with_state(state.clone(), log_request));
+    common_layers(logged, &state.config).with_state(state)
+}
+
+/// Who the request log names as the partner (the registered owner).
+#[derive(Debug, Clone)]
+struct Partner(String);
+
+/// Writes every HDDT request and response to the operational request log.
+async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(log) = state.request_log.clone() else {
+        return next.run(request).await;
+    };
+    let started = tokio::time::Instant::now();
+    let timestamp = state.clock.now();
+    let method = request.method().as_str().to_owned();
+    let path: String = request.uri().path().chars().take(200).collect();
+    let transaction_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let response = next.run(request).await;
+    let note = response
+        .extensions()
+        .get::<crate::request_log::LogNote>()
+        .cloned()
+        .unwrap_or_default();
+    let partner_id = response
+        .extensions()
+        .get::<Partner>()
+        .map_or_else(|| "-".to_owned(), |partner| partner.0.clone());
+    let data_volume_bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
+        .unwrap_or(0);
+    let record = crate::request_log::RequestRecord {
+        timestamp,
+        transaction_id,
+        event_type: crate::request_log::event_type(&method, &path),
+        message: format!("{method} {path}"),
+        interface_id: path,
+        partner_id,
+        status: response.status().as_u16(),
+        response_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        data_volume_bytes,
+        note,
+    };
+    if let Err(error) = log.append(&record) {
+        tracing::error!(%error, "could not write the request log");
+    }
+    response
 }
 
 fn common_layers(router: Router<AppState>, config: &Config) -> Router<AppState> {
@@ -271,8 +371,26 @@ async fn require_client_certificate(
         .authenticate(connection.client_certificate.as_ref())
     {
         Ok(client) => {
+            let partner = Partner(client.owner.clone());
+            if !state.client_limiter.admit(&client.owner, state.clock.now()) {
+                let oauth = matches!(request.uri().path(), "/par" | "/token" | "/revoke");
+                let mut response = if oauth {
+                    crate::hddt::oauth_error(&medvault_oauth::OAuthError::rate_limited())
+                } else {
+                    Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests")
+                        .with_detail("this client's request rate is limited; see Retry-After")
+                        .into_response()
+                };
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response.extensions_mut().insert(partner);
+                return response;
+            }
             request.extensions_mut().insert(client);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(partner);
+            response
         }
         Err(error) => {
             let fingerprint = connection

@@ -62,6 +62,13 @@ pub fn oauth_error(error: &OAuthError) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+        .extensions_mut()
+        .insert(crate::request_log::LogNote {
+            error_code: Some(error.error.to_owned()),
+            error_description: Some(error.error_description.clone()),
+            pairing_id: None,
+        });
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
@@ -147,7 +154,12 @@ async fn token(
     };
     match state.hddt.token(&form, &client.certificate.der).await {
         Ok(tokens) => {
+            let note = crate::request_log::LogNote {
+                pairing_id: Some(tokens.sub.clone()),
+                ..crate::request_log::LogNote::default()
+            };
             let mut response = Json(tokens).into_response();
+            response.extensions_mut().insert(note);
             response
                 .headers_mut()
                 .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -589,21 +601,69 @@ pub async fn refresh_registry(state: &AppState) -> Result<(), String> {
         .map_err(|error| error.to_string())
 }
 
-/// Re-reads the DiGA-VZ on a schedule until shutdown.
+/// The state `medvault admin diga reload` sets; nodes re-read the
+/// registry when it changes.
+pub const RELOAD_STATE: &str = "registry-reload";
+
+/// Re-reads the DiGA-VZ every `every`, and within seconds of a `medvault
+/// admin diga reload`, until shutdown.
 pub fn spawn_registry_refresh(
     state: AppState,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
+        let check = every.min(Duration::from_secs(5));
+        let mut interval = tokio::time::interval(check);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
+        let mut since_refresh = Duration::ZERO;
+        let mut seen = state.store.hddt_state(RELOAD_STATE).await.ok().flatten();
         loop {
             tokio::select! {
                 _ = interval.tick() => {
-                    if let Err(error) = refresh_registry(&state).await {
-                        tracing::warn!(%error, "DiGA-VZ refresh failed; the cached copy ages");
+                    since_refresh += check;
+                    let requested = state.store.hddt_state(RELOAD_STATE).await.ok().flatten();
+                    let asked = requested.is_some() && requested != seen;
+                    seen = requested;
+                    if asked || since_refresh >= every {
+                        since_refresh = Duration::ZERO;
+                        if let Err(error) = refresh_registry(&state).await {
+                            tracing::warn!(%error, "DiGA-VZ refresh failed; the cached copy ages");
+                        }
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    })
+}
+
+/// Hourly: deletes request-log days past the retention (at least 30 days),
+/// spent or expired authorization requests, tickets and codes (older than a
+/// day), and refreshes the cached token verification keys.
+pub fn spawn_hddt_maintenance(
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(3600));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    let now = medvault_core::Clock::now(&*state.clock);
+                    let days = i64::try_from(state.config.audit_retention_days.max(30)).unwrap_or(30);
+                    if let Some(log) = &state.request_log
+                        && let Err(error) = log.purge_before((now - time::Duration::days(days)).date())
+                    {
+                        tracing::warn!(%error, "request log retention purge failed");
+                    }
+                    if let Err(error) = state.store.purge_expired_hddt(now - time::Duration::days(1)).await {
+                        tracing::warn!(%error, "purge of expired authorization requests failed");
+                    }
+                    if let Err(error) = state.hddt.keys().reload_public().await {
+                        tracing::warn!(%error, "token key reload failed");
                     }
                 }
                 _ = shutdown.changed() => break,

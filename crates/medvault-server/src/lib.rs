@@ -16,6 +16,7 @@ pub mod config;
 pub mod hddt;
 pub mod listener;
 pub mod problem;
+pub mod request_log;
 pub mod server;
 pub mod tls;
 

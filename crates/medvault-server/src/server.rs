@@ -308,7 +308,14 @@ pub async fn start_with_routes(
         medvault_oauth::TrustCache::default(),
         policy,
     );
+    let request_log = crate::request_log::RequestLog::open(&config.data_dir.join("request-log"))
+        .map_err(|error| StartError::DataDir {
+            path: config.data_dir.join("request-log"),
+            reason: error.to_string(),
+        })?;
     let state = AppState {
+        request_log: Some(Arc::new(request_log)),
+        client_limiter: Arc::new(crate::app::ClientLimiter::new(config.hddt_rate_per_client)),
         hddt,
         issuer,
         verifier,
@@ -374,6 +381,7 @@ pub async fn start_with_routes(
             shutdown.subscribe(),
         ),
         spawn_login_cleanup(state.accounts.clone(), shutdown.subscribe()),
+        crate::hddt::spawn_hddt_maintenance(state.clone(), shutdown.subscribe()),
         crate::hddt::spawn_registry_refresh(
             state.clone(),
             config.registry_refresh,

@@ -130,9 +130,19 @@ pub async fn consent(
     page: &str,
     decision: &[(&str, &str)],
 ) -> String {
+    let ticket = patient.pairing_ticket().await.unwrap();
+    consent_with_ticket(server, &ticket.ticket, page, decision).await
+}
+
+/// [`consent`] with a ticket the patient made elsewhere (e.g. the CLI).
+pub async fn consent_with_ticket(
+    server: &TestServer,
+    ticket: &str,
+    page: &str,
+    decision: &[(&str, &str)],
+) -> String {
     let request_uri = hidden(page, "request_uri");
     let csrf = hidden(page, "csrf");
-    let ticket = patient.pairing_ticket().await.unwrap();
     let browser = browser(server);
     let logged_in = browser
         .post(server.patient_url("/authorize/login"))
@@ -140,7 +150,7 @@ pub async fn consent(
         .body(encode(&[
             ("request_uri", request_uri.clone()),
             ("csrf", csrf.clone()),
-            ("ticket", ticket.ticket.to_lowercase()),
+            ("ticket", ticket.to_lowercase()),
         ]))
         .send()
         .await

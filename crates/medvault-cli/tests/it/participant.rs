@@ -690,3 +690,267 @@ async fn a_patient_credential_lives_on_a_token_from_the_command_line() {
     let whoami = ok(&medvault(&patient, &["account", "whoami"], "").await);
     assert_eq!(field(&whoami, "assurance:"), "IAL2");
 }
+
+/// HDDT from the command line: the patient makes a consent-page ticket,
+/// lists and revokes the pairing and reads their own audit entries; the
+/// operator names an auditor, checks the request log, and retires HDDT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_pairs_and_an_auditor_reads_the_trail_from_the_command_line() {
+    use medvault_core::{DigaClientId, Miv};
+    use medvault_oauth::{DigaRegistryEntry, DigaStatus};
+    use medvault_testkit::TestCertificate;
+    use medvault_testkit::hddt;
+
+    const DIGA: &str = "urn:diga:bfarm:12345";
+    const REDIRECT: &str = "https://diga.example/callback";
+    const CGM: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-continuous-glucose-measurement";
+    let server = TestServer::start().await;
+    let data_dir = server.data_dir.path().to_str().unwrap().to_owned();
+    let diga = TestCertificate::diga("cli-diga");
+    hddt::install_registry(
+        &server,
+        vec![DigaRegistryEntry {
+            client_id: DigaClientId::parse(DIGA).unwrap(),
+            name: "Glukose-Tagebuch".to_owned(),
+            status: DigaStatus::Active,
+            redirect_uri: REDIRECT.to_owned(),
+            mivs: vec![Miv::ContinuousGlucose],
+            certificates: vec![diga.der.clone()],
+        }],
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let ca = work.path().join("tls-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let url = server.patient_url("/");
+    let patient = work.path().join("patient");
+    let registered = ok(&medvault(
+        &patient,
+        &[
+            "account",
+            "register",
+            "--server",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--kind",
+            "patient",
+            "--email",
+            "pia@example.org",
+        ],
+        "pairing passphrase\n",
+    )
+    .await);
+    let uid = field(&registered, "uid:").to_owned();
+    ok(&medvault(
+        &patient,
+        &["account", "login", "--email", "pia@example.org"],
+        "pairing passphrase\n",
+    )
+    .await);
+
+    // The DiGA pushes its request; the patient logs in on the page with a
+    // ticket from the CLI and approves.
+    let client = server.client(Some(&diga));
+    let (status, pushed) = hddt::post_form(
+        &server,
+        &client,
+        "/par",
+        &hddt::par_form(DIGA, REDIRECT, CGM),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, page) =
+        hddt::open_consent(&server, DIGA, pushed["request_uri"].as_str().unwrap()).await;
+    let ticket = ok(&medvault(&patient, &["pairing", "ticket"], "").await);
+    let ticket = field(&ticket, "login ticket:").to_owned();
+    let location = hddt::consent_with_ticket(
+        &server,
+        &ticket,
+        &page,
+        &[
+            ("miv", "hddt-miv-continuous-glucose-measurement"),
+            ("days", "30"),
+            ("decision", "approve"),
+        ],
+    )
+    .await;
+    let code = hddt::query_value(&location, "code").unwrap();
+    let (status, tokens) = hddt::post_form(
+        &server,
+        &client,
+        "/token",
+        &hddt::code_form(DIGA, REDIRECT, &code, hddt::VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let pairing_id = tokens["sub"].as_str().unwrap().to_owned();
+
+    let listed = ok(&medvault(&patient, &["pairing", "list"], "").await);
+    assert!(
+        listed.contains(&pairing_id) && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(listed.contains("Glukose-Tagebuch"), "{listed}");
+    let own = ok(&medvault(
+        &patient,
+        &["audit", "list", "--event-type", "hddt.pairing"],
+        "",
+    )
+    .await);
+    assert!(own.contains("hddt.pairing") && own.contains(DIGA), "{own}");
+    // Everyone's entries are for auditors only.
+    let refused = medvault(&patient, &["audit", "list", "--all"], "").await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Auditors only"));
+    let named = crate::process::run(&["admin", "auditor", "--data-dir", &data_dir, "add", &uid]);
+    assert!(named.status.success(), "{named:?}");
+    let auditors = crate::process::run(&["admin", "auditor", "--data-dir", &data_dir, "list"]);
+    assert!(String::from_utf8_lossy(&auditors.stdout).contains(&uid));
+    let export = work.path().join("audit.jsonl");
+    ok(&medvault(
+        &patient,
+        &[
+            "audit",
+            "export",
+            "--all",
+            "--output",
+            export.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await);
+    let exported = std::fs::read_to_string(&export).unwrap();
+    assert!(exported.lines().count() > 3);
+    assert!(exported.contains("server.started") && exported.contains("hddt.pairing"));
+
+    ok(&medvault(&patient, &["pairing", "revoke", &pairing_id], "").await);
+    let listed = ok(&medvault(&patient, &["pairing", "list"], "").await);
+    assert!(listed.contains("revoked (patient)"), "{listed}");
+    let (status, _) = hddt::post_form(
+        &server,
+        &client,
+        "/token",
+        &hddt::refresh_form(DIGA, tokens["refresh_token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // The request log verifies and filters by endpoint.
+    let verified =
+        crate::process::run(&["admin", "request-log", "--data-dir", &data_dir, "verify"]);
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("request log intact"),
+        "{verified:?}"
+    );
+    let shown = crate::process::run(&[
+        "admin",
+        "request-log",
+        "--data-dir",
+        &data_dir,
+        "show",
+        "--endpoint",
+        "/token",
+        "--status",
+        "200",
+    ]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&pairing_id));
+
+    // Retiring needs --yes; then /par answers "no longer supported".
+    let unconfirmed = crate::process::run(&["admin", "retire", "--data-dir", &data_dir]);
+    assert_eq!(unconfirmed.status.code(), Some(2));
+    let retired = crate::process::run(&["admin", "retire", "--yes", "--data-dir", &data_dir]);
+    assert!(retired.status.success(), "{retired:?}");
+    let (status, body) = hddt::post_form(
+        &server,
+        &client,
+        "/par",
+        &hddt::par_form(DIGA, REDIRECT, CGM),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (410, Some("hddt_not_supported"))
+    );
+    server.stop().await;
+}
+
+/// `admin hiis show` prints what goes into the HIIS-VZ; `admin diga reload`
+/// makes a running server take a changed registry file within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_registers_in_the_hiis_and_reloads_the_registry() {
+    use medvault_testkit::TestCertificate;
+    use medvault_testkit::hddt;
+
+    let server = TestServer::start().await;
+    let data_dir = server.data_dir.path().to_str().unwrap().to_owned();
+    let text = crate::process::run(&["admin", "hiis", "--data-dir", &data_dir, "show"]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("/.well-known/oauth-authorization-server"),
+        "{text}"
+    );
+    assert!(text.contains("hddt-miv-continuous-glucose-measurement"));
+    let json = crate::process::run(&["admin", "hiis", "--data-dir", &data_dir, "show", "--json"]);
+    let bundle: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let entries = bundle["entry"].as_array().unwrap();
+    assert_eq!(entries[0]["resource"]["resourceType"], "DeviceDefinition");
+    let codes: Vec<&str> = entries[1..]
+        .iter()
+        .map(|entry| {
+            entry["resource"]["connectionType"]["code"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(codes, ["hl7-fhir-rest", "oauth-authz-server"]);
+
+    // A DiGA added to the file while the server runs works after a reload.
+    let diga = TestCertificate::diga("reloaded-diga");
+    let cert = server.data_dir.path().join("diga.pem");
+    std::fs::write(&cert, &diga.cert_pem).unwrap();
+    let added = crate::process::run(&[
+        "admin",
+        "diga",
+        "--data-dir",
+        &data_dir,
+        "add",
+        "--client-id",
+        "urn:diga:bfarm:22222",
+        "--name",
+        "Neu",
+        "--redirect-uri",
+        "https://neu.example/cb",
+        "--miv",
+        "hddt-miv-continuous-glucose-measurement",
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    let reloaded = crate::process::run(&["admin", "diga", "--data-dir", &data_dir, "reload"]);
+    assert!(reloaded.status.success(), "{reloaded:?}");
+    let client = server.client(Some(&diga));
+    let form = hddt::par_form(
+        "urn:diga:bfarm:22222",
+        "https://neu.example/cb",
+        "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-continuous-glucose-measurement",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let attempt = client
+            .post(server.hddt_url("/par"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(hddt::encode(&form))
+            .send()
+            .await;
+        if attempt.is_ok_and(|response| response.status() == 201) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload was not taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    server.stop().await;
+}

@@ -8,6 +8,7 @@
 
 mod account_app;
 mod accounts;
+pub mod audit;
 mod documents;
 mod export;
 mod patient_credentials;
@@ -36,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .merge(proofing::routes())
         .merge(patient_credentials::routes())
         .merge(export::routes())
+        .merge(audit::routes())
 }
 
 /// The document upload route, which takes bodies up to the document limit.

@@ -370,6 +370,34 @@ async fn a_diga_pairs_refreshes_and_is_revoked(backend: Backend) {
     )
     .await;
     assert_eq!(status, 400);
+
+    // The operational request log has every exchange, with the Pairing ID
+    // and the guide's error codes, and nothing that names the patient.
+    let dir = setup.server.data_dir.path().join("request-log");
+    let tokens_logged = medvault_server::request_log::read(
+        &dir,
+        &medvault_server::request_log::LogFilter {
+            endpoint: Some("/token".to_owned()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(tokens_logged.len() >= 6);
+    assert!(tokens_logged.iter().any(|line| line["status"] == 200
+        && line["pairing_id"] == pairing_id.as_str()
+        && line["partner_id"] == DIGA
+        && line["event_type"] == "oauth.token"));
+    assert!(
+        tokens_logged
+            .iter()
+            .any(|line| line["status"] == 400 && line["error_code"] == "invalid_grant")
+    );
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert!(medvault_server::request_log::verify_file(&path).unwrap() > 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&uid) && !text.contains("erika"));
+    }
     setup.server.stop().await;
 }
 
@@ -671,12 +699,21 @@ impl WebDriver {
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
             .to_owned();
-        Self {
+        let driver = Self {
             http,
             base,
             session,
             process,
-        }
+        };
+        // Element lookups wait for the page a click started to load.
+        driver
+            .call(
+                reqwest::Method::POST,
+                "/timeouts",
+                serde_json::json!({"implicit": 10_000}),
+            )
+            .await;
+        driver
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
@@ -835,4 +872,36 @@ async fn the_consent_page_works_in_headless_chromium() {
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["scope"], format!("{CGM} patient/Device.rs"));
     setup.server.stop().await;
+}
+
+/// One DiGA's request rate is bounded: past the burst it gets 429 with
+/// `Retry-After` (the OAuth error format on the OAuth endpoints).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diga_over_its_rate_gets_429_with_retry_after() {
+    let server = TestServer::start_with(Backend::Sqlite, |raw| raw.hddt_rate_per_client = Some(1))
+        .await
+        .unwrap();
+    let diga = TestCertificate::diga("busy-diga");
+    hddt::install_registry(&server, vec![entry(DIGA, &diga, DigaStatus::Active)]).await;
+    let client = server.client(Some(&diga));
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..4 {
+        let response = client
+            .post(server.hddt_url("/par"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(&hddt::par_form(DIGA, REDIRECT, CGM)))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        last = Some(response);
+    }
+    // The clock does not move: a burst of two, then refused.
+    assert_eq!(statuses, [201, 201, 429, 429]);
+    let last = last.unwrap();
+    assert_eq!(last.headers()["retry-after"], "1");
+    let body: Value = last.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    server.stop().await;
 }
