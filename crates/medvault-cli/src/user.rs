@@ -227,7 +227,17 @@ pub async fn pairing(args: ProfileArgs, command: PairingCommand) -> anyhow::Resu
                     pairing.pairing_id, pairing.client_id, pairing.status, pairing.consent_until
                 );
                 println!("    {}", pairing.scope);
+                if pairing.expires_soon {
+                    println!(
+                        "    ENDS SOON: renew with `medvault pairing renew {}`",
+                        pairing.pairing_id
+                    );
+                }
             }
+        }
+        PairingCommand::Renew { pairing_id, days } => {
+            let renewed = session.renew_pairing(&pairing_id, days).await?;
+            println!("renewed {pairing_id} until {}", renewed.consent_until);
         }
         PairingCommand::Revoke { pairing_id } => {
             session.unpair(&pairing_id).await?;
@@ -372,6 +382,14 @@ pub enum PairingCommand {
     Ticket,
     /// Every pairing (consent) with a DiGA, newest first.
     List,
+    /// Renew a pairing's consent before it ends (same Pairing ID and data).
+    Renew {
+        /// The Pairing ID.
+        pairing_id: String,
+        /// Days from now (at most 365).
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
     /// End a pairing at once: the DiGA's tokens stop working.
     Revoke {
         /// The Pairing ID (64 hex characters, from `pairing list`).

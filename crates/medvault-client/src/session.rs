@@ -175,6 +175,24 @@ impl Session {
         self.client.get("api/v1/hddt/pairings", &self.token).await
     }
 
+    /// Renews a pairing's consent for `days` more (same Pairing ID and scopes).
+    pub async fn renew_pairing(
+        &self,
+        pairing_id: &str,
+        days: u32,
+    ) -> Result<medvault_proto::hddt::RenewResponse, ClientError> {
+        if pairing_id.len() != 64 || !pairing_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ClientError::Invalid("a Pairing ID is 64 hex characters"));
+        }
+        self.client
+            .post(
+                &format!("api/v1/hddt/pairings/{pairing_id}/renew"),
+                &medvault_proto::hddt::RenewRequest { days },
+                Some(&self.token),
+            )
+            .await
+    }
+
     /// Ends a pairing at once: its consent, refresh token and access tokens.
     pub async fn unpair(&self, pairing_id: &str) -> Result<(), ClientError> {
         if pairing_id.len() != 64 || !pairing_id.bytes().all(|b| b.is_ascii_hexdigit()) {

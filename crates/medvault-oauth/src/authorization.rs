@@ -278,6 +278,23 @@ pub struct PairingView {
     pub diga_name: Option<String>,
     /// `active`, `expired` or `revoked`.
     pub status: &'static str,
+    /// Active, and ends within [`EXPIRY_WARNING_DAYS`]: the patient is warned.
+    pub expires_soon: bool,
+}
+
+/// How long before its end a consent is shown as ending soon.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// What a renewal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The consent now lasts until then.
+    Renewed(OffsetDateTime),
+    /// The pairing has no live consent of this patient (expired, revoked,
+    /// or not theirs): the DiGA must ask again.
+    NoLiveConsent,
+    /// The consent follows the DiGA's prescription end.
+    PrescriptionBound,
 }
 
 /// A valid access token.
@@ -1285,13 +1302,69 @@ impl AuthorizationServer {
                 } else {
                     "active"
                 };
+                let expires_soon = status == "active"
+                    && grant.consent_until - now <= Duration::days(EXPIRY_WARNING_DAYS);
                 PairingView {
                     grant,
                     diga_name,
                     status,
+                    expires_soon,
                 }
             })
             .collect())
+    }
+
+    /// The patient renews the live consent of a pairing (same Pairing ID,
+    /// same scopes) for `days` more from now, capped at one year. A consent
+    /// bounded by the DiGA's prescription end is not extended here: the DiGA
+    /// asks again with the new prescription end.
+    pub async fn renew(
+        &self,
+        patient_uid: &str,
+        pairing_id: &str,
+        days: u32,
+    ) -> Result<Renewal, StoreError> {
+        let now = self.clock.now();
+        let live = self
+            .store
+            .grants_of_patient(patient_uid, 500)
+            .await?
+            .into_iter()
+            .find(|grant| {
+                grant.pairing_id == pairing_id
+                    && grant.revoked_at.is_none()
+                    && grant.consent_until > now
+            });
+        let Some(grant) = live else {
+            return Ok(Renewal::NoLiveConsent);
+        };
+        if grant.consent_basis != "patient" {
+            return Ok(Renewal::PrescriptionBound);
+        }
+        let until = now + Duration::days(i64::from(days.max(1))).min(self.policy.max_consent);
+        if !self
+            .store
+            .renew_grant(&grant.id, patient_uid, until, now)
+            .await?
+        {
+            return Ok(Renewal::NoLiveConsent);
+        }
+        let text = until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.audit(
+            patient_uid,
+            patient_uid,
+            "hddt.consent_renewed",
+            Outcome::Success,
+            &[
+                ("client_id", &grant.client_id),
+                ("pairing_id", pairing_id),
+                ("consent_until", &text),
+            ],
+        )
+        .await;
+        Ok(Renewal::Renewed(until))
     }
 
     /// The patient ends a pairing: every grant of it, at once. Returns

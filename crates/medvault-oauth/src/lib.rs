@@ -30,7 +30,8 @@ mod valueset;
 
 pub use authorization::{
     AccessContext, AccessError, AuthorizationPolicy, AuthorizationServer, ConsentView, Decision,
-    PageError, PairingView, PushedRequest, RETIRED_STATE, TokenResponse, TrustCache, retire,
+    EXPIRY_WARNING_DAYS, PageError, PairingView, PushedRequest, RETIRED_STATE, Renewal,
+    TokenResponse, TrustCache, retire,
 };
 pub use certificate::{
     CertificateError, CheckedCertificate, MIN_RSA_BITS, VALIDITY_DAYS, check_client_certificate,

@@ -28,6 +28,8 @@ pub struct PairingView {
     pub scope: String,
     /// `active`, `expired` or `revoked`.
     pub status: String,
+    /// Active and ending within 14 days: renew it (`POST .../renew`).
+    pub expires_soon: bool,
     /// When the patient consented.
     pub consented_at: String,
     /// When the consent ends.
@@ -39,4 +41,20 @@ pub struct PairingView {
     /// Why (`patient`, `client`, `code_reuse`, `refresh_reuse`, `superseded`,
     /// `registry`, `retired`).
     pub revoke_reason: Option<String>,
+}
+
+/// `POST /api/v1/hddt/pairings/{pairing_id}/renew`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// Days from now (at most 365).
+    pub days: u32,
+}
+
+/// The renewed consent's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewResponse {
+    /// When the consent now ends (RFC 3339).
+    pub consent_until: String,
 }

@@ -346,11 +346,21 @@ pub enum RegisterError {
     Audit(String),
 }
 
+/// A client certificate refused during a handshake (sent to be audited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeRefusal {
+    /// SHA-256 of the certificate, or `-` when it did not parse.
+    pub fingerprint: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// The rustls verifier that consults the [`AllowList`] during the handshake.
 #[derive(Debug)]
 pub struct AllowListVerifier {
     allow_list: AllowList,
     algorithms: WebPkiSupportedAlgorithms,
+    refusals: Option<tokio::sync::mpsc::Sender<HandshakeRefusal>>,
 }
 
 impl AllowListVerifier {
@@ -359,7 +369,15 @@ impl AllowListVerifier {
         Self {
             allow_list,
             algorithms,
+            refusals: None,
         }
+    }
+
+    /// Also reports each refused certificate to `refusals` (never blocking:
+    /// when the channel is full the refusal is only logged).
+    pub fn reporting_to(mut self, refusals: tokio::sync::mpsc::Sender<HandshakeRefusal>) -> Self {
+        self.refusals = Some(refusals);
+        self
     }
 }
 
@@ -386,6 +404,12 @@ impl ClientCertVerifier for AllowListVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let refused = |error: ClientCertError| {
             tracing::info!(reason = %error, "client certificate refused at handshake");
+            if let Some(refusals) = &self.refusals {
+                let _ = refusals.try_send(HandshakeRefusal {
+                    fingerprint: fingerprint(end_entity.as_ref()).to_hex(),
+                    reason: error.to_string(),
+                });
+            }
             rustls::Error::InvalidCertificate(match error {
                 ClientCertError::NotValidNow => CertificateError::Expired,
                 _ => CertificateError::ApplicationVerificationFailure,

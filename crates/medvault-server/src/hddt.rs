@@ -52,6 +52,7 @@ pub fn patient_routes() -> Router<AppState> {
         .route("/api/v1/hddt/tickets", post(issue_ticket))
         .route("/api/v1/hddt/pairings", get(pairings))
         .route("/api/v1/hddt/pairings/{pairing_id}", delete(unpair))
+        .route("/api/v1/hddt/pairings/{pairing_id}/renew", post(renew))
 }
 
 /// An OAuth error as RFC 6749 JSON.
@@ -500,6 +501,7 @@ async fn pairings(State(state): State<AppState>, session: BearerSession) -> Resp
                     diga_name: view.diga_name,
                     scope: view.grant.scope,
                     status: view.status.to_owned(),
+                    expires_soon: view.expires_soon,
                     consented_at: rfc3339(view.grant.created_at),
                     consent_until: rfc3339(view.grant.consent_until),
                     consent_basis: view.grant.consent_basis,
@@ -528,6 +530,40 @@ async fn unpair(
     match state.hddt.unpair(&uid, &pairing_id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => Problem::new(StatusCode::NOT_FOUND, "No such pairing").into_response(),
+        Err(error) => store_error(&error),
+    }
+}
+
+async fn renew(
+    State(state): State<AppState>,
+    session: BearerSession,
+    Path(pairing_id): Path<String>,
+    crate::api::ApiJson(request): crate::api::ApiJson<medvault_proto::hddt::RenewRequest>,
+) -> Response {
+    let uid = match require_patient(&state, &session).await {
+        Ok(uid) => uid,
+        Err(response) => return response,
+    };
+    if !(1..=365).contains(&request.days) {
+        return Problem::new(StatusCode::BAD_REQUEST, "Invalid period")
+            .with_detail("days must be between 1 and 365")
+            .into_response();
+    }
+    match state.hddt.renew(&uid, &pairing_id, request.days).await {
+        Ok(medvault_oauth::Renewal::Renewed(until)) => Json(medvault_proto::hddt::RenewResponse {
+            consent_until: rfc3339(until),
+        })
+        .into_response(),
+        Ok(medvault_oauth::Renewal::NoLiveConsent) => {
+            Problem::new(StatusCode::NOT_FOUND, "No live consent")
+                .with_detail("this pairing has no consent to renew; the DiGA must ask again")
+                .into_response()
+        }
+        Ok(medvault_oauth::Renewal::PrescriptionBound) => {
+            Problem::new(StatusCode::CONFLICT, "Consent follows the prescription")
+                .with_detail("the DiGA asks again with the new prescription end")
+                .into_response()
+        }
         Err(error) => store_error(&error),
     }
 }

@@ -158,10 +158,14 @@ pub async fn start_with_routes(
         config
     };
     let provider = Arc::new(policy_provider());
-    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(AllowListVerifier::new(
-        allow_list.clone(),
-        crate::tls::client_signature_algorithms(),
-    ));
+    let (refusal_sender, refusal_receiver) = tokio::sync::mpsc::channel(1024);
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(
+        AllowListVerifier::new(
+            allow_list.clone(),
+            crate::tls::client_signature_algorithms(),
+        )
+        .reporting_to(refusal_sender),
+    );
     let patient_tls = server_tls_config(&provider, &clock, None, &identity)?;
     let hddt_tls = server_tls_config(&provider, &clock, Some(verifier), &identity)?;
 
@@ -381,6 +385,7 @@ pub async fn start_with_routes(
             shutdown.subscribe(),
         ),
         spawn_login_cleanup(state.accounts.clone(), shutdown.subscribe()),
+        spawn_handshake_refusal_audit(state.clone(), refusal_receiver, shutdown.subscribe()),
         crate::hddt::spawn_hddt_maintenance(state.clone(), shutdown.subscribe()),
         crate::hddt::spawn_registry_refresh(
             state.clone(),
@@ -667,6 +672,45 @@ fn spawn_audit_maintenance(
                     }
                     if let Err(error) = audit.checkpoint().await {
                         tracing::warn!(%error, "audit checkpoint failed");
+                    }
+                }
+                () = stopped(&mut shutdown) => break,
+            }
+        }
+    })
+}
+
+/// Audits client certificates refused during a handshake (an unregistered
+/// or expired certificate never reaches a route), bounded by the same token
+/// bucket as refused requests.
+fn spawn_handshake_refusal_audit(
+    state: AppState,
+    mut refusals: tokio::sync::mpsc::Receiver<crate::client_auth::HandshakeRefusal>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                refusal = refusals.recv() => {
+                    let Some(refusal) = refusal else { break };
+                    let Some(suppressed_before) = state.denial_limiter.admit(state.clock.now()) else {
+                        continue;
+                    };
+                    let detail = AuditDetail::new()
+                        .with("reason", refusal.reason)
+                        .and_then(|d| d.with("stage", "handshake"))
+                        .and_then(|d| d.with("suppressed_before", suppressed_before));
+                    if let Ok(detail) = detail {
+                        let event = AuditEvent::new(
+                            format!("cert:{}", refusal.fingerprint),
+                            "-",
+                            "mtls.access_denied",
+                            Outcome::Denied,
+                        )
+                        .with_detail(detail);
+                        if let Err(error) = state.audit.append(event).await {
+                            tracing::error!(%error, "could not audit a refused handshake");
+                        }
                     }
                 }
                 () = stopped(&mut shutdown) => break,

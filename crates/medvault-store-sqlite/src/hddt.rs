@@ -537,6 +537,28 @@ impl HddtStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn renew_grant(
+        &self,
+        grant_id: &str,
+        patient_uid: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE hddt_grants SET consent_until_us = ?
+             WHERE id = ? AND revoked_at_us IS NULL AND consent_until_us > ? AND consent_basis = 'patient'
+               AND pairing_id IN (SELECT pairing_id FROM hddt_pairings WHERE patient_uid = ?)",
+        )
+        .bind(to_unix_micros(until))
+        .bind(grant_id)
+        .bind(to_unix_micros(now))
+        .bind(patient_uid)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
     async fn pairing(&self, pairing_id: &str) -> Result<Option<PairingRowV1>, StoreError> {
         let row = sqlx::query(
             "SELECT pairing_id, client_id, patient_uid, created_at_us FROM hddt_pairings WHERE pairing_id = ?",

@@ -2108,6 +2108,36 @@ pub async fn hddt_grants_are_revoked_by_selector(store: &dyn Store) {
         store.grants_of_patient(&patient, 10).await.unwrap().len(),
         2
     );
+    // Renewal: only the patient's own live grant of a patient-chosen period.
+    let later = T0 + Duration::days(200);
+    assert!(
+        !store
+            .renew_grant(&second, "someone-else", later, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_grant(&first, &patient, later, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .renew_grant(&second, &patient, later, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.grant(&second).await.unwrap().unwrap().consent_until,
+        later
+    );
+    assert!(
+        !store
+            .renew_grant(&second, &patient, later, later)
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .set_grant_scope(&second, "patient/DeviceMetric.rs")

@@ -274,6 +274,17 @@ pub trait HddtStore: Send + Sync {
     /// permissions).
     async fn set_grant_scope(&self, grant_id: &str, scope: &str) -> Result<bool, StoreError>;
 
+    /// Extends the live consent of one of `patient_uid`'s grants that the
+    /// patient chose the period of (`consent_basis` `patient`) to `until`.
+    /// Returns whether it was extended.
+    async fn renew_grant(
+        &self,
+        grant_id: &str,
+        patient_uid: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// One pairing.
     async fn pairing(&self, pairing_id: &str) -> Result<Option<PairingRowV1>, StoreError>;
 

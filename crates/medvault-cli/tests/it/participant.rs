@@ -824,6 +824,16 @@ async fn a_patient_pairs_and_an_auditor_reads_the_trail_from_the_command_line() 
     assert!(exported.lines().count() > 3);
     assert!(exported.contains("server.started") && exported.contains("hddt.pairing"));
 
+    // 30 days chosen: within the warning window after a renewal for 10.
+    let renewed = ok(&medvault(
+        &patient,
+        &["pairing", "renew", &pairing_id, "--days", "10"],
+        "",
+    )
+    .await);
+    assert!(renewed.contains("renewed"), "{renewed}");
+    let listed = ok(&medvault(&patient, &["pairing", "list"], "").await);
+    assert!(listed.contains("ENDS SOON"), "{listed}");
     ok(&medvault(&patient, &["pairing", "revoke", &pairing_id], "").await);
     let listed = ok(&medvault(&patient, &["pairing", "list"], "").await);
     assert!(listed.contains("revoked (patient)"), "{listed}");

@@ -562,6 +562,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/hddt/pairings",
         "/api/v1/hddt/pairings/{pairing_id}",
         "/api/v1/audit",
+        "/api/v1/hddt/pairings/{pairing_id}/renew",
         "/api/v1/session/presentation-challenge",
         "/api/v1/session/presentation",
         "/.well-known/did.json",

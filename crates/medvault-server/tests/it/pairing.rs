@@ -361,7 +361,27 @@ async fn a_diga_pairs_refreshes_and_is_revoked(backend: Backend) {
     .await;
     assert_eq!(status, 200);
     assert_eq!(tokens["sub"], pairing_id.as_str());
+    // The patient sees when a consent ends soon and renews it (same Pairing ID).
+    let live = |pairings: Vec<medvault_proto::hddt::PairingView>| {
+        pairings
+            .into_iter()
+            .find(|pairing| pairing.status == "active")
+            .unwrap()
+    };
+    assert!(!live(setup.patient.pairings().await.unwrap()).expires_soon);
+    setup.patient.renew_pairing(&pairing_id, 10).await.unwrap();
+    let soon = live(setup.patient.pairings().await.unwrap());
+    assert!(soon.expires_soon);
+    assert_eq!(soon.pairing_id, pairing_id);
+    let renewed = setup.patient.renew_pairing(&pairing_id, 365).await.unwrap();
+    assert!(!live(setup.patient.pairings().await.unwrap()).expires_soon);
+    assert!(renewed.consent_until > soon.consent_until);
+    assert_eq!(
+        audited(&setup.server, "hddt.consent_renewed").await.len(),
+        2
+    );
     setup.patient.unpair(&pairing_id).await.unwrap();
+    assert!(setup.patient.renew_pairing(&pairing_id, 30).await.is_err());
     let (status, _) = post(
         &setup,
         Some(&setup.diga),
@@ -422,6 +442,36 @@ async fn every_refusal_is_the_guides_error(backend: Backend) {
     );
     // No certificate at all.
     refused(401, "invalid_client")(post(&setup, None, "/par", &par_form(CGM)).await);
+    // An unregistered certificate is refused at the handshake, and audited.
+    let stranger = TestCertificate::diga("not-registered");
+    let attempt = setup
+        .server
+        .client(Some(&stranger))
+        .post(setup.server.hddt_url("/par"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&par_form(CGM)))
+        .send()
+        .await;
+    assert!(attempt.is_err());
+    let fingerprint = format!(
+        "cert:{}",
+        medvault_server::client_auth::fingerprint(&stranger.der).to_hex()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let denied = audited(&setup.server, "mtls.access_denied").await;
+        if denied
+            .iter()
+            .any(|entry| entry.actor == fingerprint && entry.detail.contains("handshake"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused handshake was not audited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // redirect_uri outside the registry.
     let mut form = par_form(CGM);
     form[4].1 = "https://evil.example/callback".to_owned();
