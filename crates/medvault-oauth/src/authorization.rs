@@ -343,7 +343,11 @@ pub struct AuthorizationServer {
     keys: TokenKeys,
     trust: TrustCache,
     policy: Arc<AuthorizationPolicy>,
+    retired: Arc<RwLock<Option<(bool, OffsetDateTime)>>>,
 }
+
+/// How long a node trusts its last reading of the retired switch.
+const RETIRED_RECHECK: Duration = Duration::seconds(5);
 
 fn hash(text: &str) -> Vec<u8> {
     sha256(text.as_bytes()).to_vec()
@@ -382,6 +386,7 @@ impl AuthorizationServer {
             keys,
             trust,
             policy: Arc::new(policy),
+            retired: Arc::default(),
         }
     }
 
@@ -424,14 +429,36 @@ impl AuthorizationServer {
         }
     }
 
-    /// Whether HDDT was retired here.
+    /// Whether HDDT was retired (re-read from the database at most every
+    /// five seconds: the switch is rare, the check is on every request; the
+    /// grants it revokes end at once everywhere regardless).
     pub async fn is_retired(&self) -> Result<bool, StoreError> {
-        Ok(self.store.hddt_state(RETIRED_STATE).await?.is_some())
+        let now = self.clock.now();
+        let cached = *self
+            .retired
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((retired, read_at)) = cached
+            && (retired || (now >= read_at && now - read_at < RETIRED_RECHECK))
+        {
+            return Ok(retired);
+        }
+        let retired = self.store.hddt_state(RETIRED_STATE).await?.is_some();
+        *self
+            .retired
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((retired, now));
+        Ok(retired)
     }
 
     /// Retires HDDT (see [`retire`]).
     pub async fn retire(&self, actor: &str) -> Result<usize, StoreError> {
-        retire(&*self.store, &self.audit, self.clock.now(), actor).await
+        let ended = retire(&*self.store, &self.audit, self.clock.now(), actor).await?;
+        *self
+            .retired
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((true, self.clock.now()));
+        Ok(ended)
     }
 
     fn registry(&self) -> Result<Arc<DigaRegistry>, Stale> {
@@ -1054,6 +1081,17 @@ impl AuthorizationServer {
         let Some((grant_id, generation)) = claims.grant_and_generation() else {
             return Err(self.refuse(&client, "refresh", invalid()).await);
         };
+        // The current token rotates in one statement; only a refusal reads
+        // the grant to tell a lost race or response from a reused old token.
+        if let Some(grant) = self
+            .store
+            .rotate_refresh_token(grant_id, generation, now)
+            .await
+            .map_err(internal)?
+            .filter(|grant| grant.client_id == client)
+        {
+            return self.issue(entry, &grant).await;
+        }
         let grant = self.store.grant(grant_id).await.map_err(internal)?;
         let Some(grant) =
             grant.filter(|grant| grant.client_id == client && grant.revoked_at.is_none())
@@ -1082,17 +1120,8 @@ impl AuthorizationServer {
                     .await;
                 }
             }
-            return Err(self.refuse(&client, "refresh", invalid()).await);
         }
-        let rotated = self
-            .store
-            .rotate_refresh_token(grant_id, generation, now)
-            .await
-            .map_err(internal)?;
-        let Some(grant) = rotated else {
-            return Err(self.refuse(&client, "refresh", invalid()).await);
-        };
-        self.issue(entry, &grant).await
+        Err(self.refuse(&client, "refresh", invalid()).await)
     }
 
     /// The grant's scopes still covered by the DiGA's registry permissions.

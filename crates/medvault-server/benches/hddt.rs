@@ -12,7 +12,8 @@
 //!   grant from the database), next to a raw ES256 verify.
 //!
 //! On SQLite every code redemption and rotation is a durable transaction
-//! (`synchronous = FULL`).
+//! (`synchronous = FULL`). `MEDVAULT_BENCH_BACKEND=postgres` (with
+//! `MEDVAULT_TEST_POSTGRES_URL`) runs the same against PostgreSQL.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -48,8 +49,16 @@ struct Bench {
 
 async fn setup() -> Bench {
     // The test clock stands still, so no bucket refills: a limit no run reaches.
-    let server = TestServer::start_with(medvault_testkit::Backend::Sqlite, |raw| {
+    // MEDVAULT_BENCH_BACKEND=postgres (with MEDVAULT_TEST_POSTGRES_URL) runs
+    // the same on PostgreSQL.
+    let backend = match std::env::var("MEDVAULT_BENCH_BACKEND").as_deref() {
+        Ok("postgres") => medvault_testkit::Backend::Postgres,
+        _ => medvault_testkit::Backend::Sqlite,
+    };
+    let server = TestServer::start_with(backend, |raw| {
         raw.hddt_rate_per_client = Some(1_000_000);
+        // 33 patients log in from 127.0.0.1.
+        raw.login_free_address_failures = Some(100_000);
     })
     .await
     .unwrap();

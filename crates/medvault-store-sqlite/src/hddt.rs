@@ -18,6 +18,13 @@ macro_rules! select_grant {
     };
 }
 
+/// `RETURNING` of an updated grant with its patient.
+macro_rules! returning_grant {
+    () => {
+        "RETURNING id, pairing_id, client_id, (SELECT p.patient_uid FROM hddt_pairings p WHERE p.pairing_id = hddt_grants.pairing_id) AS patient_uid, scope, consent_until_us, consent_basis, created_at_us, refresh_generation, rotated_at_us, revoked_at_us, revoke_reason"
+    };
+}
+
 macro_rules! select_authorization {
     ($rest:literal) => {
         concat!("SELECT request_uri, client_id, request, created_at_us, expires_at_us, opened_at_us, csrf_hash, interaction_expires_at_us, patient_uid, finished_at_us, outcome FROM hddt_authorizations ", $rest)
@@ -419,28 +426,20 @@ impl HddtStore for SqliteStore {
             return Ok(None);
         };
         let grant_id: String = used.try_get("grant_id").map_err(map_error)?;
-        let started = sqlx::query(
+        let started = sqlx::query(concat!(
             "UPDATE hddt_grants SET refresh_generation = 1, rotated_at_us = ?
-             WHERE id = ? AND refresh_generation = 0 AND revoked_at_us IS NULL AND consent_until_us > ?",
-        )
+             WHERE id = ? AND refresh_generation = 0 AND revoked_at_us IS NULL AND consent_until_us > ? ",
+            returning_grant!()
+        ))
         .bind(now_us)
         .bind(&grant_id)
         .bind(now_us)
-        .execute(&mut *transaction)
+        .fetch_optional(&mut *transaction)
         .await
         .map_err(map_error)?;
-        if started.rows_affected() != 1 {
-            // The code is spent either way: a revoked grant gets no tokens.
-            transaction.commit().await.map_err(map_error)?;
-            return Ok(None);
-        }
-        let row = sqlx::query(select_grant!("WHERE g.id = ?"))
-            .bind(&grant_id)
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(map_error)?;
+        // The code is spent either way: a revoked grant gets no tokens.
         transaction.commit().await.map_err(map_error)?;
-        grant(&row).map(Some)
+        started.as_ref().map(grant).transpose()
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantRowV1>, StoreError> {
@@ -458,34 +457,22 @@ impl HddtStore for SqliteStore {
         generation: i64,
         now: OffsetDateTime,
     ) -> Result<Option<GrantRowV1>, StoreError> {
+        // One statement: the hot path of every refresh is one round trip.
         let now_us = to_unix_micros(now);
-        let mut transaction = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_error)?;
-        let rotated = sqlx::query(
+        let row = sqlx::query(concat!(
             "UPDATE hddt_grants SET refresh_generation = refresh_generation + 1, rotated_at_us = ?
              WHERE id = ? AND refresh_generation = ? AND refresh_generation > 0
-               AND revoked_at_us IS NULL AND consent_until_us > ?",
-        )
+               AND revoked_at_us IS NULL AND consent_until_us > ? ",
+            returning_grant!()
+        ))
         .bind(now_us)
         .bind(grant_id)
         .bind(generation)
         .bind(now_us)
-        .execute(&mut *transaction)
+        .fetch_optional(&self.pool)
         .await
         .map_err(map_error)?;
-        if rotated.rows_affected() != 1 {
-            return Ok(None);
-        }
-        let row = sqlx::query(select_grant!("WHERE g.id = ?"))
-            .bind(grant_id)
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(map_error)?;
-        transaction.commit().await.map_err(map_error)?;
-        grant(&row).map(Some)
+        row.as_ref().map(grant).transpose()
     }
 
     async fn revoke_grants(

@@ -871,6 +871,9 @@ async fn a_patient_pairs_and_an_auditor_reads_the_trail_from_the_command_line() 
     assert_eq!(unconfirmed.status.code(), Some(2));
     let retired = crate::process::run(&["admin", "retire", "--yes", "--data-dir", &data_dir]);
     assert!(retired.status.success(), "{retired:?}");
+    // Running nodes re-read the switch within five seconds.
+    let now = medvault_core::Clock::now(&*server.clock);
+    server.clock.set(now + time::Duration::seconds(6));
     let (status, body) = hddt::post_form(
         &server,
         &client,
