@@ -18,6 +18,7 @@
 //! `status` active, and at least one code.
 
 mod authorization;
+mod bfarm;
 mod certificate;
 mod error;
 mod metadata;
@@ -32,6 +33,10 @@ pub use authorization::{
     AccessContext, AccessError, AuthorizationPolicy, AuthorizationServer, ConsentView, Decision,
     EXPIRY_WARNING_DAYS, PageError, PairingView, PushedRequest, RETIRED_STATE, Renewal,
     TokenResponse, TrustCache, retire,
+};
+pub use bfarm::{
+    BfarmPage, DIGA_ID_SYSTEM, HEALTH_APP_PROFILE, MIV_SET, TRUST_ATTRIBUTES, health_app_resource,
+    read_bfarm_page,
 };
 pub use certificate::{
     CertificateError, CheckedCertificate, MIN_RSA_BITS, VALIDITY_DAYS, check_client_certificate,

@@ -105,6 +105,11 @@ pub struct RawConfig {
     pub access_token_lifetime_secs: Option<u64>,
     /// Requests per second one DiGA may make on the HDDT listener.
     pub hddt_rate_per_client: Option<u32>,
+    /// BfArM's DiGA-VZ FHIR API (e.g. `https://diga.bfarm.de/api/fhir/v3.0/`);
+    /// when set it replaces the file source.
+    pub diga_registry_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for `diga_registry_url`.
+    pub diga_registry_ca_file: Option<PathBuf>,
 }
 
 impl RawConfig {
@@ -182,6 +187,8 @@ impl RawConfig {
                 .access_token_lifetime_secs
                 .or(lower.access_token_lifetime_secs),
             hddt_rate_per_client: self.hddt_rate_per_client.or(lower.hddt_rate_per_client),
+            diga_registry_url: self.diga_registry_url.or(lower.diga_registry_url),
+            diga_registry_ca_file: self.diga_registry_ca_file.or(lower.diga_registry_ca_file),
         }
     }
 }
@@ -329,6 +336,10 @@ pub struct Config {
     /// Requests per second one DiGA may make on the HDDT listener (default
     /// 500, twice that as a burst; the guide's SLA asks for at least 50).
     pub hddt_rate_per_client: u32,
+    /// BfArM's DiGA-VZ FHIR API base, replacing the file source when set.
+    pub diga_registry_url: Option<Url>,
+    /// Extra CA certificates (PEM) for `diga_registry_url`.
+    pub diga_registry_ca_file: Option<PathBuf>,
 }
 
 /// The `client_id` of medvault's own user agent (SDK and CLI).
@@ -695,6 +706,19 @@ impl Config {
                 30,
                 0..=300,
             )?,
+            diga_registry_url: match raw.diga_registry_url {
+                None => None,
+                Some(text) => match Url::parse(&text) {
+                    Ok(url) if url.scheme() == "https" && url.host_str().is_some() => Some(url),
+                    _ => {
+                        return Err(ConfigError::new(
+                            "diga_registry_url",
+                            "must be an https URL",
+                        ));
+                    }
+                },
+            },
+            diga_registry_ca_file: raw.diga_registry_ca_file,
             hddt_rate_per_client: match raw.hddt_rate_per_client.unwrap_or(500) {
                 rate @ 1..=1_000_000 => rate,
                 _ => {

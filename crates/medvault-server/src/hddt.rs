@@ -580,11 +580,81 @@ pub fn read_registry_file(path: &std::path::Path) -> Result<DigaRegistry, String
     }
 }
 
+/// The most pages read from BfArM's API in one refresh.
+const MAX_REGISTRY_PAGES: usize = 100;
+
+/// Reads every page of BfArM's `HealthApp` DeviceDefinitions. Every page
+/// must come from the configured host over HTTPS, within 30 s and 16 MiB;
+/// any failure fails the whole refresh (the cached copy keeps ageing).
+async fn fetch_bfarm_registry(state: &AppState, base: &url::Url) -> Result<DigaRegistry, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true);
+    if let Some(path) = &state.config.diga_registry_ca_file {
+        let pem = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        builder = builder.tls_certs_merge(roots);
+    }
+    let client = builder.build().map_err(|error| error.to_string())?;
+    let mut next = Some(
+        base.join(&format!(
+            "DeviceDefinition?_profile={}&_count=100",
+            medvault_oauth::HEALTH_APP_PROFILE
+        ))
+        .map_err(|error| error.to_string())?,
+    );
+    let mut registry = DigaRegistry::default();
+    let now = medvault_core::Clock::now(&*state.clock).unix_timestamp();
+    for _ in 0..MAX_REGISTRY_PAGES {
+        let Some(url) = next.take() else {
+            return Ok(registry);
+        };
+        if url.scheme() != "https" || url.host_str() != base.host_str() {
+            return Err("a next link leaves the registry's host".to_owned());
+        }
+        let response = client
+            .get(url)
+            .header(header::ACCEPT, "application/fhir+json")
+            .send()
+            .await
+            .map_err(|error| format!("registry unreachable: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("registry answered {}", response.status()));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| format!("registry answer: {error}"))?;
+        if body.len() > medvault_oauth::MAX_REGISTRY_BYTES {
+            return Err("a registry page is too large".to_owned());
+        }
+        let page = medvault_oauth::read_bfarm_page(
+            &body,
+            &mut registry,
+            &state.config.value_set_base,
+            now,
+        )?;
+        for reason in &page.skipped {
+            tracing::warn!(%reason, "DiGA-VZ entry or certificate left out");
+        }
+        next = page
+            .next
+            .map(|link| url::Url::parse(&link).map_err(|_| "a malformed next link".to_owned()))
+            .transpose()?;
+    }
+    Err(format!("more than {MAX_REGISTRY_PAGES} registry pages"))
+}
+
 /// Loads the DiGA-VZ, installs it, and makes the mTLS allow-list hold
 /// exactly the certificates of its listed DiGAs (owner = `client_id`;
 /// certificates of other owners are left alone).
 pub async fn refresh_registry(state: &AppState) -> Result<(), String> {
-    let registry = read_registry_file(&state.config.diga_registry_file)?;
+    let registry = match &state.config.diga_registry_url {
+        Some(url) => fetch_bfarm_registry(state, url).await?,
+        None => read_registry_file(&state.config.diga_registry_file)?,
+    };
     let mut wanted: HashMap<medvault_core::CertificateFingerprint, (Vec<u8>, String)> =
         HashMap::new();
     for entry in registry.entries() {

@@ -955,3 +955,169 @@ async fn a_diga_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(body["error"], "temporarily_unavailable");
     server.stop().await;
 }
+
+/// What the mock BfArM registry answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registry {
+    /// Both DiGAs, over two pages.
+    Both,
+    /// Only the other DiGA: ours left the registry.
+    OnlyOther,
+    /// 500.
+    Down,
+}
+
+/// A mock of BfArM's DiGA-VZ FHIR API over HTTPS (its own self-signed CA).
+async fn mock_bfarm(
+    pages: impl FnOnce(u16) -> [serde_json::Value; 3],
+    mode: std::sync::Arc<std::sync::Mutex<Registry>>,
+) -> (u16, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls_pki_types::pem::PemObject;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca_pem = certified.cert.pem();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![certified.cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(
+            certified.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pages = std::sync::Arc::new(pages(port));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let pages = pages.clone();
+            let mode = mode.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let pages = pages.clone();
+                        let mode = *mode.lock().unwrap();
+                        async move {
+                            let second = request
+                                .uri()
+                                .query()
+                                .is_some_and(|query| query.contains("page=2"));
+                            let (status, body) = match (mode, second) {
+                                (Registry::Down, _) => (500, serde_json::json!({})),
+                                (Registry::Both, false) => (200, pages[0].clone()),
+                                (Registry::Both, true) => (200, pages[1].clone()),
+                                (Registry::OnlyOther, _) => (200, pages[2].clone()),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/fhir+json")
+                                    .body(axum::body::Body::from(body.to_string()))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, ca_pem)
+}
+
+/// The DiGA-VZ from BfArM's FHIR API (HealthApp DeviceDefinitions, paged):
+/// loaded at start, the source of the mTLS allow-list, fail closed once
+/// stale, and a DiGA that leaves the list is refused at the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_comes_from_bfarms_fhir_api() {
+    let diga = TestCertificate::diga("bfarm-diga");
+    let other = TestCertificate::diga("bfarm-other");
+    let base = medvault_core::hddt::DEFAULT_VALUE_SET_BASE;
+    let ours = medvault_oauth::health_app_resource(&entry(DIGA, &diga, DigaStatus::Active), base);
+    let theirs =
+        medvault_oauth::health_app_resource(&entry(OTHER, &other, DigaStatus::Active), base);
+    let mode = std::sync::Arc::new(std::sync::Mutex::new(Registry::Both));
+    let bundle = |resources: Vec<Value>, next: Option<String>| {
+        serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "link": next.map(|url| vec![serde_json::json!({"relation": "next", "url": url})]).unwrap_or_default(),
+            "entry": resources.into_iter().map(|resource| serde_json::json!({"resource": resource})).collect::<Vec<_>>()
+        })
+    };
+    // Page 1 links to page 2 on the mock's own port.
+    let (port, ca_pem) = mock_bfarm(
+        |port| {
+            let next = format!("https://localhost:{port}/fhir/DeviceDefinition?page=2");
+            [
+                bundle(vec![ours], Some(next)),
+                bundle(vec![theirs.clone()], None),
+                bundle(vec![theirs], None),
+            ]
+        },
+        mode.clone(),
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("bfarm-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let server = TestServer::start_with(Backend::Sqlite, |raw| {
+        raw.diga_registry_url = Some(format!("https://localhost:{port}/fhir/"));
+        raw.diga_registry_ca_file = Some(ca_file.clone());
+        raw.registry_max_age_secs = Some(3600);
+    })
+    .await
+    .unwrap();
+    let par = |identity: &TestCertificate, client_id: &str| {
+        let client = server.client(Some(identity));
+        let form = hddt::par_form(client_id, REDIRECT, CGM);
+        let url = server.hddt_url("/par");
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encode(&form))
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+        }
+    };
+    // Both pages were read at start.
+    assert_eq!(par(&diga, DIGA).await.unwrap(), 201);
+    assert_eq!(par(&other, OTHER).await.unwrap(), 201);
+
+    // The registry is down: the cached copy serves until its maximum age,
+    // then every request relying on it is refused.
+    *mode.lock().unwrap() = Registry::Down;
+    assert!(
+        medvault_server::hddt::refresh_registry(server.state())
+            .await
+            .is_err()
+    );
+    assert_eq!(par(&diga, DIGA).await.unwrap(), 201);
+    let now = server.clock.now();
+    server.clock.set(now + time::Duration::seconds(3601));
+    assert_eq!(par(&diga, DIGA).await.unwrap(), 503);
+
+    // Back, without our DiGA: its certificate leaves the allow-list.
+    *mode.lock().unwrap() = Registry::OnlyOther;
+    medvault_server::hddt::refresh_registry(server.state())
+        .await
+        .unwrap();
+    assert!(par(&diga, DIGA).await.is_err());
+    assert_eq!(par(&other, OTHER).await.unwrap(), 201);
+    server.stop().await;
+}
