@@ -210,6 +210,14 @@ enum AdminCommand {
         #[command(subcommand)]
         command: RequestLogCommand,
     },
+    /// The HDDT token signing key: `rotate` makes a new one; the old one keeps
+    /// verifying for 31 days (every refresh token it signed stays usable).
+    TokenKey {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: TokenKeyCommand,
+    },
     /// Retire HDDT (this Device Data Recorder left the HIIS-VZ): revoke every
     /// pairing; /par, /token and the FHIR API answer "no longer supported".
     Retire {
@@ -233,6 +241,12 @@ enum AdminCommand {
         #[command(subcommand)]
         command: crate::registry::ValueSetCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenKeyCommand {
+    /// Make a new signing key now (nodes use it within the hour).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +366,18 @@ pub fn run(cli: Cli) -> ExitCode {
                 return ExitCode::from(2);
             };
             run_async(client_cert(config, command))
+        }
+        Command::Admin {
+            command:
+                AdminCommand::TokenKey {
+                    common,
+                    command: TokenKeyCommand::Rotate,
+                },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            run_async(rotate_token_key(config))
         }
         Command::Admin {
             command: AdminCommand::Auditor { common, command },
@@ -826,6 +852,53 @@ async fn request_registry_reload(config: Config) -> anyhow::Result<()> {
     outcome?;
     println!("every running node re-reads the registry within seconds");
     Ok(())
+}
+
+async fn rotate_token_key(config: Config) -> anyhow::Result<()> {
+    let secret_path = config.data_dir.join("keys").join("issuer-kek.bin");
+    let key_path = config.data_dir.join("audit-checkpoint.key");
+    if !secret_path.exists() || !key_path.exists() {
+        anyhow::bail!(
+            "{} does not exist: start `medvault serve` once with this data directory first",
+            secret_path.display()
+        );
+    }
+    let secret = zeroize::Zeroizing::new(
+        std::fs::read(&secret_path).with_context(|| format!("{}", secret_path.display()))?,
+    );
+    let store = open_store(&config.database).await.context("database")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let outcome = async {
+        let keys = medvault_oauth::TokenKeys::new(
+            store.clone(),
+            clock.clone(),
+            secret,
+            time::Duration::days(31),
+        )?;
+        let kid = keys.rotate_signing_key().await?;
+        let audit = AuditTrail::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(load_or_create_audit_key(&key_path)?),
+        );
+        let detail = medvault_audit::AuditDetail::new().with("kid", kid.clone())?;
+        audit
+            .append(
+                medvault_audit::AuditEvent::new(
+                    "operator:cli",
+                    "-",
+                    "hddt.token_key_rotated",
+                    medvault_audit::Outcome::Success,
+                )
+                .with_detail(detail),
+            )
+            .await?;
+        println!("new token signing key {kid}; the old one verifies for 31 more days");
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome
 }
 
 async fn retire(config: Config) -> anyhow::Result<()> {

@@ -747,7 +747,8 @@ pub fn spawn_registry_refresh(
 
 /// Hourly: deletes request-log days past the retention (at least 30 days),
 /// spent or expired authorization requests, tickets and codes (older than a
-/// day), and refreshes the cached token verification keys.
+/// day), and re-reads the token keys (a rotation made on another node is
+/// used here within the hour).
 pub fn spawn_hddt_maintenance(
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
@@ -768,6 +769,8 @@ pub fn spawn_hddt_maintenance(
                     if let Err(error) = state.store.purge_expired_hddt(now - time::Duration::days(1)).await {
                         tracing::warn!(%error, "purge of expired authorization requests failed");
                     }
+                    // Another node may have rotated the signing key.
+                    state.hddt.keys().forget_cached();
                     if let Err(error) = state.hddt.keys().reload_public().await {
                         tracing::warn!(%error, "token key reload failed");
                     }

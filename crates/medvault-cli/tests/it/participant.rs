@@ -866,6 +866,12 @@ async fn a_patient_pairs_and_an_auditor_reads_the_trail_from_the_command_line() 
     ]);
     assert!(String::from_utf8_lossy(&shown.stdout).contains(&pairing_id));
 
+    let rotated = crate::process::run(&["admin", "token-key", "--data-dir", &data_dir, "rotate"]);
+    assert!(
+        String::from_utf8_lossy(&rotated.stdout).contains("new token signing key"),
+        "{rotated:?}"
+    );
+
     // Retiring needs --yes; then /par answers "no longer supported".
     let unconfirmed = crate::process::run(&["admin", "retire", "--data-dir", &data_dir]);
     assert_eq!(unconfirmed.status.code(), Some(2));

@@ -281,6 +281,59 @@ async fn a_diga_pairs_refreshes_and_is_revoked(backend: Backend) {
     )
     .await;
     assert_eq!(status, 200, "{rotated}");
+
+    // A rotated signing key: tokens it signed still verify, new ones use
+    // the new key.
+    let old_kid = setup
+        .server
+        .state()
+        .hddt
+        .keys()
+        .signing_key()
+        .await
+        .unwrap()
+        .0;
+    let new_kid = setup
+        .server
+        .state()
+        .hddt
+        .keys()
+        .rotate_signing_key()
+        .await
+        .unwrap();
+    assert_ne!(old_kid, new_kid);
+    assert!(
+        setup
+            .server
+            .state()
+            .hddt
+            .validate_access(rotated["access_token"].as_str().unwrap(), &setup.diga.der)
+            .await
+            .is_ok()
+    );
+    let (status, rotated) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &refresh_form(rotated["refresh_token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(
+                rotated["access_token"]
+                    .as_str()
+                    .unwrap()
+                    .split('.')
+                    .next()
+                    .unwrap(),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str());
+    assert_eq!(header["typ"], "at+jwt");
     let current = rotated["refresh_token"].as_str().unwrap().to_owned();
 
     // The patient sees the pairing.
