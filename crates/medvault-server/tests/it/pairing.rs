@@ -1174,3 +1174,110 @@ async fn the_registry_comes_from_bfarms_fhir_api() {
     assert_eq!(par(&other, OTHER).await.unwrap(), 201);
     server.stop().await;
 }
+
+/// A DiGA that leaves the registry keeps its grants through the grace
+/// period (one broken edit cannot unpair everyone) and loses them after it;
+/// an MIV removed from a DiGA's permissions leaves its consents at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_changes_reach_the_grants() {
+    let setup = setup(Backend::Sqlite).await.unwrap();
+    // Consent to both MIVs.
+    let uri = push(&setup, &format!("{CGM} {BG} patient/Device.rs")).await;
+    let (_, page) = open(&setup, &uri).await;
+    let location = consent(
+        &setup,
+        &page,
+        &[
+            ("miv", "hddt-miv-continuous-glucose-measurement"),
+            ("miv", "hddt-miv-blood-glucose-measurement"),
+            ("days", "90"),
+            ("decision", "approve"),
+        ],
+    )
+    .await;
+    let code = query_value(&location, "code").unwrap();
+    let (status, tokens) = post(
+        &setup,
+        Some(&setup.diga),
+        "/token",
+        &code_form(&code, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // Blood glucose leaves the DiGA's permissions: the consent narrows.
+    let mut narrowed = entry(DIGA, &setup.diga, DigaStatus::Active);
+    narrowed.mivs = vec![Miv::ContinuousGlucose];
+    hddt::install_registry(
+        &setup.server,
+        vec![narrowed, entry(OTHER, &setup.other, DigaStatus::Active)],
+    )
+    .await;
+    let pairing = &setup.patient.pairings().await.unwrap()[0];
+    assert_eq!(pairing.scope, format!("{CGM} patient/Device.rs"));
+    assert_eq!(
+        audited(&setup.server, "hddt.consent_narrowed").await.len(),
+        1
+    );
+    let (status, tokens) = post(&setup, Some(&setup.diga), "/token", &refresh_form(&refresh)).await;
+    assert_eq!(status, 200);
+    assert_eq!(tokens["scope"], format!("{CGM} patient/Device.rs"));
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The DiGA leaves the registry: refused at once, grants kept for the grace period.
+    hddt::install_registry(
+        &setup.server,
+        vec![entry(OTHER, &setup.other, DigaStatus::Active)],
+    )
+    .await;
+    // (The patient's session would end with the clock moves: the grant is read from the store.)
+    let uid = setup.patient.uid().to_string();
+    let store = setup.server.state().store.clone();
+    let live = |grants: Vec<medvault_store::GrantRowV1>| grants[0].revoked_at.is_none();
+    assert!(live(store.grants_of_patient(&uid, 10).await.unwrap()));
+    let now = setup.server.clock.now();
+    setup.server.clock.set(now + time::Duration::hours(23));
+    // (The allow-list re-reads on its own schedule; the test does not wait.)
+    setup.server.state().allow_list.reload().await.unwrap();
+    hddt::install_registry(
+        &setup.server,
+        vec![entry(OTHER, &setup.other, DigaStatus::Active)],
+    )
+    .await;
+    assert!(live(store.grants_of_patient(&uid, 10).await.unwrap()));
+    // Back within the grace period: nothing was lost.
+    hddt::install_registry(
+        &setup.server,
+        vec![
+            entry(DIGA, &setup.diga, DigaStatus::Active),
+            entry(OTHER, &setup.other, DigaStatus::Active),
+        ],
+    )
+    .await;
+    let (status, tokens) = post(&setup, Some(&setup.diga), "/token", &refresh_form(&refresh)).await;
+    assert_eq!(status, 200, "{tokens}");
+    // Inactive for longer than the grace period: the grants end.
+    hddt::install_registry(
+        &setup.server,
+        vec![
+            entry(DIGA, &setup.diga, DigaStatus::Inactive),
+            entry(OTHER, &setup.other, DigaStatus::Active),
+        ],
+    )
+    .await;
+    let now = setup.server.clock.now();
+    setup.server.clock.set(now + time::Duration::hours(25));
+    setup.server.state().allow_list.reload().await.unwrap();
+    hddt::install_registry(
+        &setup.server,
+        vec![
+            entry(DIGA, &setup.diga, DigaStatus::Inactive),
+            entry(OTHER, &setup.other, DigaStatus::Active),
+        ],
+    )
+    .await;
+    let grants = store.grants_of_patient(&uid, 10).await.unwrap();
+    assert_eq!(grants[0].revoke_reason.as_deref(), Some("registry"));
+    setup.server.stop().await;
+}
