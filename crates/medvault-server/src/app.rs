@@ -32,9 +32,29 @@ use crate::config::Config;
 use crate::listener::ConnectionInfo;
 use crate::problem::Problem;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`AppServices`] behind an
+/// `Arc`, so the per-request clones axum makes cost one reference count.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppServices>);
+
+impl AppState {
+    /// Shares `services` with every handler.
+    pub fn new(services: AppServices) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+/// The services and settings behind [`AppState`].
+#[derive(Debug)]
+pub struct AppServices {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The database.

@@ -317,7 +317,7 @@ pub async fn start_with_routes(
             path: config.data_dir.join("request-log"),
             reason: error.to_string(),
         })?;
-    let state = AppState {
+    let state = AppState::new(crate::app::AppServices {
         request_log: Some(Arc::new(request_log)),
         client_limiter: Arc::new(crate::app::ClientLimiter::new(config.hddt_rate_per_client)),
         hddt,
@@ -355,7 +355,7 @@ pub async fn start_with_routes(
             audit.clone(),
             config.max_document_bytes,
         ),
-    };
+    });
     if let Err(error) = crate::hddt::refresh_registry(&state).await {
         // Not fatal: HDDT requests are refused (fail closed) until a refresh works.
         tracing::warn!(%error, "DiGA-VZ could not be loaded");
