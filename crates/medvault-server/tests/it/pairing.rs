@@ -15,7 +15,8 @@ use serde_json::Value;
 
 on_both_backends!(
     a_diga_pairs_refreshes_and_is_revoked,
-    every_refusal_is_the_guides_error
+    every_refusal_is_the_guides_error,
+    two_nodes_share_codes_tokens_and_revocation,
 );
 
 const DIGA: &str = "urn:diga:bfarm:12345";
@@ -1279,5 +1280,86 @@ async fn registry_changes_reach_the_grants() {
     .await;
     let grants = store.grants_of_patient(&uid, 10).await.unwrap();
     assert_eq!(grants[0].revoke_reason.as_deref(), Some("registry"));
+    setup.server.stop().await;
+}
+
+/// Two nodes on one database: a code issued on A redeems on B, a refresh
+/// token raced on both at once wins exactly once (the pairing survives), and
+/// a revocation on A is refused on B at the next request.
+async fn two_nodes_share_codes_tokens_and_revocation(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let node_b = setup.server.second_node().await;
+    hddt::install_registry(
+        &node_b,
+        vec![
+            entry(DIGA, &setup.diga, DigaStatus::Active),
+            entry(OTHER, &setup.other, DigaStatus::Active),
+        ],
+    )
+    .await;
+    let code = authorize(&setup).await;
+    let on_b = node_b.client(Some(&setup.diga));
+    let (status, tokens) =
+        hddt::post_form(&node_b, &on_b, "/token", &code_form(&code, VERIFIER)).await;
+    assert_eq!(status, 200, "{tokens}");
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The same refresh token on both nodes at the same moment.
+    let on_a = setup.server.client(Some(&setup.diga));
+    let form = refresh_form(&refresh);
+    let (a, b) = tokio::join!(
+        hddt::post_form(&setup.server, &on_a, "/token", &form),
+        hddt::post_form(&node_b, &on_b, "/token", &form)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{a:?} {b:?}");
+    let loser = if a.0 == 400 { &a.1 } else { &b.1 };
+    assert_eq!(loser["error"], "invalid_grant");
+    let winner = if a.0 == 200 { &a.1 } else { &b.1 };
+    // The pairing survives: the winner's tokens go on working on either node.
+    let (status, next) = hddt::post_form(
+        &node_b,
+        &on_b,
+        "/token",
+        &refresh_form(winner["refresh_token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    let access = next["access_token"].as_str().unwrap().to_owned();
+    assert!(
+        node_b
+            .state()
+            .hddt
+            .validate_access(&access, &setup.diga.der)
+            .await
+            .is_ok()
+    );
+
+    // The patient revokes on A; B refuses the next request.
+    let pairing_id = next["sub"].as_str().unwrap().to_owned();
+    setup.patient.unpair(&pairing_id).await.unwrap();
+    assert_eq!(
+        node_b
+            .state()
+            .hddt
+            .validate_access(&access, &setup.diga.der)
+            .await,
+        Err(AccessError::Revoked)
+    );
+    let (status, body) = hddt::post_form(
+        &node_b,
+        &on_b,
+        "/token",
+        &refresh_form(next["refresh_token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    node_b.stop().await;
     setup.server.stop().await;
 }
