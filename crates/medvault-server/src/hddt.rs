@@ -46,6 +46,7 @@ pub fn oauth_routes() -> Router<AppState> {
 /// The consent pages and the patient's HDDT API (patient listener).
 pub fn patient_routes() -> Router<AppState> {
     Router::new()
+        .route("/docs/hddt", get(integration_guide))
         .route("/authorize", get(authorize))
         .route("/authorize/login", post(authorize_login))
         .route("/authorize/decision", post(authorize_decision))
@@ -75,6 +76,22 @@ pub fn oauth_error(error: &OAuthError) -> Response {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
     }
+    response
+}
+
+/// The integration guide the metadata names as `service_documentation`.
+const INTEGRATION_GUIDE: &str = include_str!("../../../docs/hddt-integration.md");
+
+async fn integration_guide() -> Response {
+    let mut response = INTEGRATION_GUIDE.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/markdown; charset=utf-8"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     response
 }
 

@@ -191,6 +191,16 @@ async fn a_diga_pairs_refreshes_and_is_revoked(backend: Backend) {
         metadata["authorization_endpoint"],
         setup.server.patient_url("/authorize")
     );
+    // The service documentation it names is there.
+    let guide = setup
+        .server
+        .client(None)
+        .get(metadata["service_documentation"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guide.status(), 200);
+    assert!(guide.text().await.unwrap().contains("Pairing ID"));
 
     let code = authorize(&setup).await;
     let (status, tokens) = post(
