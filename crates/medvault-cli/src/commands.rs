@@ -72,6 +72,14 @@ enum Command {
         #[command(subcommand)]
         command: crate::patient::CredentialCommand,
     },
+    /// The DiGA reference client: pair with a patient, refresh, unpair (any
+    /// Device Data Recorder; mTLS with the DiGA's certificate).
+    Diga {
+        #[command(flatten)]
+        args: crate::diga::DigaArgs,
+        #[command(subcommand)]
+        command: crate::diga::DigaCommand,
+    },
     /// HDDT pairings with DiGAs (patients): login ticket, list, revoke.
     Pairing {
         #[command(flatten)]
@@ -486,6 +494,7 @@ pub fn run(cli: Cli) -> ExitCode {
             run_async(crate::user::connections(profile, command))
         }
         Command::Pairing { profile, command } => run_async(crate::user::pairing(profile, command)),
+        Command::Diga { args, command } => run_async(crate::diga::diga(args, command)),
     }
 }
 

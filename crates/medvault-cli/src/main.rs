@@ -13,6 +13,7 @@
 )]
 
 mod commands;
+mod diga;
 mod patient;
 mod registry;
 mod user;

@@ -973,3 +973,191 @@ async fn the_operator_registers_in_the_hiis_and_reloads_the_registry() {
     }
     server.stop().await;
 }
+
+/// The DiGA reference client against our server: it refuses a server the
+/// HIIS-VZ export does not list, pairs (PAR, the patient's consent in a
+/// browser, the loopback redirect, PKCE), refreshes and unpairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_diga_reference_client_pairs_refreshes_and_unpairs() {
+    use std::io::BufRead;
+
+    use medvault_client::{NewAccount, Password};
+    use medvault_core::{DigaClientId, Miv, ParticipantKind};
+    use medvault_oauth::{DigaRegistryEntry, DigaStatus};
+    use medvault_testkit::TestCertificate;
+    use medvault_testkit::hddt;
+
+    const DIGA: &str = "urn:diga:bfarm:33333";
+    const CGM: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-continuous-glucose-measurement";
+    let server = TestServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let diga = TestCertificate::diga("reference-client");
+    hddt::install_registry(
+        &server,
+        vec![DigaRegistryEntry {
+            client_id: DigaClientId::parse(DIGA).unwrap(),
+            name: "Referenz-DiGA".to_owned(),
+            status: DigaStatus::Active,
+            redirect_uri: redirect.clone(),
+            mivs: vec![Miv::ContinuousGlucose],
+            certificates: vec![diga.der.clone()],
+        }],
+    )
+    .await;
+    let cert = work.path().join("diga.pem");
+    let key = work.path().join("diga.key");
+    let ca = work.path().join("ca.pem");
+    std::fs::write(&cert, &diga.cert_pem).unwrap();
+    std::fs::write(&key, &diga.key_pem).unwrap();
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let state = work.path().join("pairing.json");
+    let issuer = server.hddt_url("");
+    let pair_args = |hiis: Option<&str>| {
+        let mut args = vec![
+            "diga".to_owned(),
+            "--state-file".to_owned(),
+            state.to_str().unwrap().to_owned(),
+            "pair".to_owned(),
+            "--server".to_owned(),
+            issuer.clone(),
+            "--client-id".to_owned(),
+            DIGA.to_owned(),
+            "--client-cert".to_owned(),
+            cert.to_str().unwrap().to_owned(),
+            "--client-key".to_owned(),
+            key.to_str().unwrap().to_owned(),
+            "--redirect-uri".to_owned(),
+            redirect.clone(),
+            "--scope".to_owned(),
+            CGM.to_owned(),
+            "--tls-ca".to_owned(),
+            ca.to_str().unwrap().to_owned(),
+        ];
+        if let Some(hiis) = hiis {
+            args.push("--hiis".to_owned());
+            args.push(hiis.to_owned());
+        }
+        args
+    };
+
+    // A server the HIIS-VZ export does not list is refused before any request.
+    let hiis = work.path().join("hiis.json");
+    std::fs::write(
+        &hiis,
+        r#"{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Endpoint","address":"https://ddr.example/.well-known/oauth-authorization-server"}}]}"#,
+    )
+    .unwrap();
+    let refused_args = pair_args(Some(hiis.to_str().unwrap()));
+    let refs: Vec<&str> = refused_args.iter().map(String::as_str).collect();
+    let refused = crate::process::run(&refs);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not registered in the HIIS-VZ"));
+
+    // The patient who will consent.
+    let sdk = server.sdk();
+    sdk.register(NewAccount {
+        kind: ParticipantKind::Patient,
+        display_name: None,
+        password: Some(("rita@example.org".to_owned(), Password::new("reference pw"))),
+        tans: 0,
+        software_certificate: false,
+    })
+    .await
+    .unwrap();
+    let patient = sdk
+        .login_password("rita@example.org", &Password::new("reference pw"))
+        .await
+        .unwrap();
+
+    let args = pair_args(None);
+    let mut child = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::process::command(&refs)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (authorize, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let authorize = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find_map(|line| {
+                line.strip_prefix("open in the patient's browser: ")
+                    .map(str::to_owned)
+            })
+            .unwrap();
+        (authorize, lines)
+    })
+    .await
+    .unwrap();
+    // The browser: the consent page, the ticket login, approve; then it
+    // follows the redirect to the reference client's loopback listener.
+    let page = hddt::browser(&server)
+        .get(&authorize)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Referenz-DiGA"));
+    let location = hddt::consent(
+        &server,
+        &patient,
+        &page,
+        &[
+            ("miv", "hddt-miv-continuous-glucose-measurement"),
+            ("days", "30"),
+            ("decision", "approve"),
+        ],
+    )
+    .await;
+    assert!(location.starts_with(&redirect));
+    let landed = reqwest::Client::new().get(&location).send().await.unwrap();
+    assert!(landed.text().await.unwrap().contains("Pairing done"));
+    let printed = tokio::task::spawn_blocking(move || {
+        let printed: Vec<String> = rest.map(Result::unwrap).collect();
+        let status = child.wait().unwrap();
+        (printed, status)
+    })
+    .await
+    .unwrap();
+    assert!(printed.1.success(), "{:?}", printed.0);
+    let paired = printed.0.join("\n");
+    let pairing_id = paired
+        .lines()
+        .find_map(|line| line.strip_prefix("paired: Pairing ID "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(pairing_id.len(), 64);
+    assert!(std::fs::metadata(&state).is_ok());
+
+    let state_arg = state.to_str().unwrap();
+    let refreshed = crate::process::run(&["diga", "--state-file", state_arg, "-v", "token"]);
+    assert!(refreshed.status.success(), "{refreshed:?}");
+    assert!(String::from_utf8_lossy(&refreshed.stdout).contains("refreshed: Pairing ID"));
+    // -v shows the exchange, never a whole token.
+    let verbose = String::from_utf8_lossy(&refreshed.stderr).into_owned();
+    assert!(
+        verbose.contains("POST") && verbose.contains("chars)"),
+        "{verbose}"
+    );
+    let unpaired = crate::process::run(&["diga", "--state-file", state_arg, "unpair"]);
+    assert!(unpaired.status.success(), "{unpaired:?}");
+    assert!(std::fs::metadata(&state).is_err());
+    let pairings = patient.pairings().await.unwrap();
+    assert_eq!(pairings[0].pairing_id, pairing_id);
+    assert_eq!(pairings[0].revoke_reason.as_deref(), Some("client"));
+    server.stop().await;
+}
