@@ -711,6 +711,18 @@ impl AuthorizationServer {
         Ok((row, request))
     }
 
+    /// The consent page of an open interaction as it stands (e.g. to ask
+    /// for the ticket again after a wrong one).
+    pub async fn current_view(
+        &self,
+        request_uri: &str,
+        csrf: &str,
+    ) -> Result<ConsentView, PageError> {
+        let (row, request) = self.interaction(request_uri, csrf).await?;
+        let entry = self.active_entry(&request.client_id)?;
+        Ok(self.view(&row, &request, csrf, entry.name))
+    }
+
     /// The consent page's login: a ticket from the patient's own app.
     pub async fn login(
         &self,

@@ -245,6 +245,11 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     response
 }
 
+fn with_status(mut response: Response, status: StatusCode) -> Response {
+    *response.status_mut() = status;
+    response
+}
+
 fn page_error(error: &PageError) -> Response {
     let (status, german) = match error {
         PageError::InvalidRequest => (
@@ -408,16 +413,26 @@ async fn authorize_login(
     let Some(form) = page_form(&headers, &body) else {
         return page_error(&PageError::InvalidRequest);
     };
+    let (request_uri, csrf) = (field(&form, "request_uri"), field(&form, "csrf"));
     match state
         .hddt
-        .login(
-            field(&form, "request_uri"),
-            field(&form, "csrf"),
-            field(&form, "ticket"),
-        )
+        .login(request_uri, csrf, field(&form, "ticket"))
         .await
     {
         Ok(view) => consent_page(&view, None),
+        // A mistyped ticket: the same page again, to try once more.
+        Err(PageError::LoginFailed) => match state.hddt.current_view(request_uri, csrf).await {
+            Ok(view) => with_status(
+                consent_page(
+                    &view,
+                    Some(
+                        "Das Anmeldeticket wurde nicht angenommen. / The login ticket was not accepted.",
+                    ),
+                ),
+                StatusCode::UNAUTHORIZED,
+            ),
+            Err(error) => page_error(&error),
+        },
         Err(error) => page_error(&error),
     }
 }
@@ -585,14 +600,20 @@ async fn renew(
     }
 }
 
-/// Reads the DiGA-VZ file: a missing file is an empty registry (no DiGA).
+/// Reads the DiGA-VZ file. A missing file is a failed refresh, not an empty
+/// registry: a node whose file is missing must not take every DiGA's
+/// certificate off the allow-list all nodes share; it refuses HDDT requests
+/// itself (fail closed) until the file is there.
 pub fn read_registry_file(path: &std::path::Path) -> Result<DigaRegistry, String> {
     match std::fs::read(path) {
         Ok(bytes) if bytes.len() > medvault_oauth::MAX_REGISTRY_BYTES => {
             Err("the registry file is too large".to_owned())
         }
         Ok(bytes) => DigaRegistry::from_json(&bytes).map_err(|error| error.to_string()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(DigaRegistry::default()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "no DiGA-VZ file at {} (medvault admin diga add creates it)",
+            path.display()
+        )),
         Err(error) => Err(error.to_string()),
     }
 }

@@ -166,6 +166,10 @@ impl TestServer {
             .await
             .expect("the first node's database is reachable");
         node.clock.set(self.clock.now());
+        // Its allow-list was read at its own boot time, which may be later
+        // than the shared clock it now runs on: a clock that went back counts
+        // as a stale allow-list (fail closed), so read it again.
+        node.state().allow_list.reload().await.unwrap();
         node
     }
 

@@ -679,6 +679,27 @@ async fn every_refusal_is_the_guides_error(backend: Backend) {
     let now = setup.server.clock.now();
     assert!(until <= now + time::Duration::days(365) && until > now + time::Duration::days(364));
 
+    // A mistyped ticket: the login form again (401), and the right ticket
+    // still works on the same page.
+    let uri = push(&setup, CGM).await;
+    let (_, page) = open(&setup, &uri).await;
+    let retry = hddt::browser(&setup.server)
+        .post(setup.server.patient_url("/authorize/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&[
+            ("request_uri", hddt::hidden(&page, "request_uri")),
+            ("csrf", hddt::hidden(&page, "csrf")),
+            ("ticket", "AAAAA-BBBBB-CCCCC-DDDDD".to_owned()),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 401);
+    let again = retry.text().await.unwrap();
+    assert!(again.contains("name=\"ticket\"") && again.contains("not accepted"));
+    let location = consent(&setup, &again, APPROVE_CGM).await;
+    assert!(query_value(&location, "code").is_some());
+
     // Deny: the DiGA gets access_denied.
     let uri = push(&setup, CGM).await;
     let (_, page) = open(&setup, &uri).await;
