@@ -818,3 +818,29 @@ pub fn spawn_hddt_maintenance(
         }
     })
 }
+
+/// Every second, makes the request log's new lines durable.
+pub fn spawn_request_log_sync(
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(log) = state.request_log.clone() else {
+            return;
+        };
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    let log = log.clone();
+                    let synced = tokio::task::spawn_blocking(move || log.sync()).await;
+                    if let Ok(Err(error)) = synced {
+                        tracing::warn!(%error, "request log sync failed");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    })
+}

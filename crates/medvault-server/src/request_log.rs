@@ -11,6 +11,9 @@
 //! removing or reordering a line breaks the chain from there on
 //! ([`verify_file`]); whole days are removed only by the retention purge.
 //!
+//! Lines go through the OS page cache and are synced to disk every second
+//! (and at shutdown).
+//!
 //! The log names no patient: `pairing_id` is the Pairing ID, `partner_id`
 //! the DiGA's `client_id`; never a query string, token or body.
 
@@ -205,6 +208,19 @@ impl RequestLog {
         Ok(())
     }
 
+    /// Makes the lines written so far durable (called every second, and at
+    /// shutdown): a crash loses at most the last second's lines.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match open.as_ref() {
+            Some(current) => current.file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
     /// Deletes the files of days before `keep_from`; returns how many went.
     pub fn purge_before(&self, keep_from: Date) -> std::io::Result<usize> {
         let mut removed = 0;
@@ -381,6 +397,7 @@ mod tests {
         again
             .append(&record(datetime!(2026-12-04 00:00:01 UTC), "/revoke", 200))
             .unwrap();
+        again.sync().unwrap();
         let first = dir.path().join("requests-2026-12-03.jsonl");
         assert_eq!(verify_file(&first), Ok(3));
         let lines = read(dir.path(), &LogFilter::default()).unwrap();

@@ -387,6 +387,7 @@ pub async fn start_with_routes(
         spawn_login_cleanup(state.accounts.clone(), shutdown.subscribe()),
         spawn_handshake_refusal_audit(state.clone(), refusal_receiver, shutdown.subscribe()),
         crate::hddt::spawn_hddt_maintenance(state.clone(), shutdown.subscribe()),
+        crate::hddt::spawn_request_log_sync(state.clone(), shutdown.subscribe()),
         crate::hddt::spawn_registry_refresh(
             state.clone(),
             config.registry_refresh,
@@ -468,6 +469,11 @@ impl RunningServer {
         }
         if let Err(error) = audit.checkpoint().await {
             tracing::error!(%error, "could not checkpoint the audit trail");
+        }
+        if let Some(log) = &self.state.request_log
+            && let Err(error) = log.sync()
+        {
+            tracing::error!(%error, "could not sync the request log");
         }
         self.state.store.close().await;
         tracing::info!("stopped");
