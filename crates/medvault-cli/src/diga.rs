@@ -304,6 +304,13 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
                     .map(str::to_owned)
                     .ok_or_else(|| anyhow!("the metadata has no {name}"))
             };
+            // RFC 8414 §3.3: the metadata must name the server it came from.
+            if text(&metadata, "issuer").trim_end_matches('/') != issuer {
+                bail!(
+                    "the metadata names another issuer ({}): refusing it",
+                    text(&metadata, "issuer")
+                );
+            }
             if metadata.get("require_pushed_authorization_requests") != Some(&Value::Bool(true)) {
                 bail!("the server does not require PAR: not an HDDT authorization server");
             }
@@ -363,10 +370,19 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             if query("state").as_deref() != Some(state.as_str()) {
                 bail!("the redirect's state is not ours: refusing it (possible CSRF)");
             }
-            if let Some(iss) = query("iss")
-                && iss.trim_end_matches('/') != issuer
-            {
-                bail!("the redirect names another issuer ({iss}): refusing it (mix-up)");
+            // RFC 9207: the server says it sends `iss`; a redirect without it,
+            // or naming another server, is not this pairing's.
+            match query("iss") {
+                Some(iss) if iss.trim_end_matches('/') == issuer => {}
+                Some(iss) => {
+                    bail!("the redirect names another issuer ({iss}): refusing it (mix-up)")
+                }
+                None if metadata.get("authorization_response_iss_parameter_supported")
+                    == Some(&Value::Bool(true)) =>
+                {
+                    bail!("the redirect carries no iss although the server sends it: refusing it")
+                }
+                None => {}
             }
             if let Some(error) = query("error") {
                 bail!(

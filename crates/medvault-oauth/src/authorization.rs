@@ -46,6 +46,8 @@ use crate::tokens::{
 pub const RETIRED_STATE: &str = "retired";
 /// The state name prefix of DiGAs found inactive or missing in the registry.
 const ABSENT_PREFIX: &str = "diga-absent:";
+/// The state name prefix of grants whose DiGA lost one of their MIVs.
+const NARROW_PREFIX: &str = "grant-narrowing:";
 
 /// Retires HDDT (the Device Data Recorder left the HIIS-VZ): every grant is
 /// revoked; `/par`, `/token` and the FHIR API answer "no longer supported"
@@ -507,7 +509,9 @@ impl AuthorizationServer {
         certificate: &[u8],
         step: &str,
     ) -> Result<DigaRegistryEntry, OAuthError> {
-        let text = client_id.unwrap_or_default();
+        // Only a bounded prefix of a client-supplied value reaches the audit trail.
+        let shown: String = client_id.unwrap_or_default().chars().take(40).collect();
+        let text = shown.as_str();
         let registry = match self.registry() {
             Ok(registry) => registry,
             Err(stale) => return Err(self.stale(text, step, stale).await),
@@ -758,6 +762,9 @@ impl AuthorizationServer {
         csrf: &str,
         decision: Decision,
     ) -> Result<String, PageError> {
+        if self.is_retired().await.map_err(|_| PageError::Internal)? {
+            return Err(PageError::Retired);
+        }
         let (row, request) = self.interaction(request_uri, csrf).await?;
         let patient = row.patient_uid.clone().ok_or(PageError::InvalidRequest)?;
         let patient_uid: Uid = patient.parse().map_err(|_| PageError::Internal)?;
@@ -1452,7 +1459,8 @@ impl AuthorizationServer {
     /// grants: a DiGA that is inactive or no longer listed loses its grants
     /// once it has been so for `grace` (one broken poll cannot mass-revoke;
     /// meanwhile its requests are refused anyway), and an MIV no longer
-    /// authorized for a DiGA leaves its grants' consent at once.
+    /// authorized for a DiGA is left out of every token at once and out of
+    /// the stored consents once that has held for `grace`.
     pub async fn apply_registry(
         &self,
         registry: DigaRegistry,
@@ -1518,6 +1526,31 @@ impl AuthorizationServer {
             };
             self.store.set_hddt_state(&state_name, None, now).await?;
             for grant in self.store.live_grants(Some(&client), now).await? {
+                // Tokens leave out an MIV no longer authorized at once
+                // (`effective_scopes`); the stored consent ends only once the
+                // change has held for the grace period, so one broken poll
+                // cannot end consents for good.
+                let narrowed = self
+                    .effective_scopes(&entry, &grant)
+                    .map(|kept| kept.to_text(&self.policy.value_set_base));
+                let narrow_state = format!("{NARROW_PREFIX}{}", grant.id);
+                if narrowed.as_deref() == Some(grant.scope.as_str()) {
+                    self.store.set_hddt_state(&narrow_state, None, now).await?;
+                    continue;
+                }
+                let since = match self.store.hddt_state(&narrow_state).await? {
+                    Some((_, since)) => since,
+                    None => {
+                        self.store
+                            .set_hddt_state(&narrow_state, Some("mivs withdrawn"), now)
+                            .await?;
+                        now
+                    }
+                };
+                if now - since < grace {
+                    continue;
+                }
+                self.store.set_hddt_state(&narrow_state, None, now).await?;
                 let Some(kept) = self.effective_scopes(&entry, &grant) else {
                     self.store
                         .revoke_grants(GrantSelector::Grant(&grant.id), "registry", now)
@@ -1569,6 +1602,13 @@ impl AuthorizationServer {
         token: &str,
         certificate: &[u8],
     ) -> Result<AccessContext, AccessError> {
+        if self
+            .is_retired()
+            .await
+            .map_err(|_| AccessError::Unavailable)?
+        {
+            return Err(AccessError::Unavailable);
+        }
         let claims: AccessClaims = self
             .keys
             .verify(ACCESS_TOKEN_TYPE, token)

@@ -46,6 +46,7 @@ pub fn authorization_server_metadata(endpoints: &Endpoints, value_set_base: &str
         "tls_client_certificate_bound_access_tokens": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
         "scopes_supported": scopes_supported(value_set_base),
         "service_documentation": endpoints.service_documentation,
     })

@@ -114,7 +114,12 @@ pub struct TokenKeys {
     verify_window: Duration,
     current: Arc<RwLock<Option<CurrentKey>>>,
     public: Arc<RwLock<HashMap<String, P256PublicKey>>>,
+    reloaded_at: Arc<RwLock<Option<time::OffsetDateTime>>>,
 }
+
+/// An unknown `kid` re-reads the keys at most this often, so tokens with
+/// made-up key ids cannot turn into a database query each.
+const UNKNOWN_KID_RELOAD: Duration = Duration::seconds(5);
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,6 +156,7 @@ impl TokenKeys {
             verify_window,
             current: Arc::default(),
             public: Arc::default(),
+            reloaded_at: Arc::default(),
         })
     }
 
@@ -198,6 +204,10 @@ impl TokenKeys {
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        self.public
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(kid.clone(), public);
         Ok(kid)
     }
 
@@ -231,6 +241,13 @@ impl TokenKeys {
         let key = kek
             .unwrap_signing_key(&wrapped, &binding)
             .map_err(|_| KeyError::Crypto("unwrap (wrong key-encryption secret?)"))?;
+        // The key this node signs with always verifies here too.
+        if let Ok(public) = P256PublicKey::from_uncompressed(&key.public_key()) {
+            self.public
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(row.kid.clone(), public);
+        }
         let found = (row.kid, Arc::new(key));
         *self
             .current
@@ -257,6 +274,23 @@ impl TokenKeys {
             .get(kid)
         {
             return Ok(Some(key.clone()));
+        }
+        // Our kids are 24 lower-case hex digits; anything else is not ours.
+        if kid.len() != 24
+            || !kid
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let recent = self
+            .reloaded_at
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|at| now >= at && now - at < UNKNOWN_KID_RELOAD);
+        if recent {
+            return Ok(None);
         }
         self.reload_public().await?;
         Ok(self
@@ -285,6 +319,10 @@ impl TokenKeys {
             .public
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        *self
+            .reloaded_at
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(self.clock.now());
         Ok(())
     }
 

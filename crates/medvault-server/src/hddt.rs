@@ -647,9 +647,20 @@ async fn fetch_bfarm_registry(state: &AppState, base: &url::Url) -> Result<DigaR
     let now = medvault_core::Clock::now(&*state.clock).unix_timestamp();
     for _ in 0..MAX_REGISTRY_PAGES {
         let Some(url) = next.take() else {
+            // An empty answer is far likelier a fault upstream than the end of
+            // every DiGA: it is a failed refresh, so nothing is unregistered.
+            if registry.entries().next().is_none() {
+                return Err(
+                    "BfArM listed no DiGA with HDDT trust attributes; the cached registry stays"
+                        .to_owned(),
+                );
+            }
             return Ok(registry);
         };
-        if url.scheme() != "https" || url.host_str() != base.host_str() {
+        if url.scheme() != "https"
+            || url.host_str() != base.host_str()
+            || url.port_or_known_default() != base.port_or_known_default()
+        {
             return Err("a next link leaves the registry's host".to_owned());
         }
         let response = client
@@ -661,12 +672,18 @@ async fn fetch_bfarm_registry(state: &AppState, base: &url::Url) -> Result<DigaR
         if !response.status().is_success() {
             return Err(format!("registry answered {}", response.status()));
         }
-        let body = response
-            .bytes()
+        // Read in chunks, never more than the limit.
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|error| format!("registry answer: {error}"))?;
-        if body.len() > medvault_oauth::MAX_REGISTRY_BYTES {
-            return Err("a registry page is too large".to_owned());
+            .map_err(|error| format!("registry answer: {error}"))?
+        {
+            if body.len() + chunk.len() > medvault_oauth::MAX_REGISTRY_BYTES {
+                return Err("a registry page is too large".to_owned());
+            }
+            body.extend_from_slice(&chunk);
         }
         let page = medvault_oauth::read_bfarm_page(
             &body,

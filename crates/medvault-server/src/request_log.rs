@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -141,12 +141,27 @@ impl RequestLog {
     fn file_for(&self, day: Date) -> std::io::Result<OpenFile> {
         let name = file_name(day);
         let path = self.dir.join(&name);
-        // Continue the chain of a file this or an earlier process began.
+        // Continue the chain of a file this or an earlier process began. A
+        // last line without its newline was cut off by a crash: it goes, so
+        // the next line does not merge into it.
         let mut last = genesis(&name);
-        if let Ok(existing) = File::open(&path) {
-            for line in BufReader::new(existing).lines() {
-                let line = line?;
-                if let Ok(value) = serde_json::from_str::<Value>(&line)
+        if let Ok(existing) = std::fs::read(&path) {
+            let complete = existing
+                .iter()
+                .rposition(|byte| *byte == b'\n')
+                .map_or(0, |end| end + 1);
+            if complete < existing.len() {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(u64::try_from(complete).unwrap_or(u64::MAX))?;
+            }
+            for line in existing
+                .get(..complete)
+                .unwrap_or_default()
+                .split(|byte| *byte == b'\n')
+            {
+                if let Ok(value) = serde_json::from_slice::<Value>(line)
                     && let Some(checksum) = value.get("checksum").and_then(Value::as_str)
                 {
                     last = checksum.to_owned();
@@ -268,13 +283,16 @@ pub fn verify_file(path: &Path) -> Result<usize, LogBreak> {
         line,
         reason,
     };
-    let file = File::open(path).map_err(|_| broken(0, "cannot be read"))?;
+    let bytes = std::fs::read(path).map_err(|_| broken(0, "cannot be read"))?;
     let mut previous = genesis(&name);
     let mut count = 0;
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|_| broken(index + 1, "cannot be read"))?;
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    for (index, line) in body.split(|byte| *byte == b'\n').enumerate() {
+        if line.is_empty() && bytes.is_empty() {
+            break;
+        }
         let value: BTreeMap<String, Value> =
-            serde_json::from_str(&line).map_err(|_| broken(index + 1, "not JSON"))?;
+            serde_json::from_slice(line).map_err(|_| broken(index + 1, "not JSON"))?;
         let stored = value
             .get("checksum")
             .and_then(Value::as_str)
@@ -324,8 +342,8 @@ pub fn read(dir: &Path, filter: &LogFilter) -> std::io::Result<Vec<Value>> {
     names.sort();
     let mut out = Vec::new();
     for path in names {
-        for line in BufReader::new(File::open(&path)?).lines() {
-            let Ok(value) = serde_json::from_str::<Value>(&line?) else {
+        for line in std::fs::read(&path)?.split(|byte| *byte == b'\n') {
+            let Ok(value) = serde_json::from_slice::<Value>(line) else {
                 continue;
             };
             let at = value
@@ -386,6 +404,7 @@ mod tests {
 
     #[test]
     fn lines_chain_filter_and_detect_tampering() {
+        use std::io::Write as _;
         let dir = tempfile::tempdir().unwrap();
         let log = RequestLog::open(dir.path()).unwrap();
         let day = datetime!(2026-12-03 10:00 UTC);
@@ -400,8 +419,19 @@ mod tests {
         again.sync().unwrap();
         let first = dir.path().join("requests-2026-12-03.jsonl");
         assert_eq!(verify_file(&first), Ok(3));
+        // A line cut off by a crash is dropped when the next process opens the
+        // day, and the chain goes on.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&first)
+            .unwrap()
+            .write_all(b"{\"status\":2")
+            .unwrap();
+        let after_crash = RequestLog::open(dir.path()).unwrap();
+        after_crash.append(&record(day, "/par", 201)).unwrap();
+        assert_eq!(verify_file(&first), Ok(4));
         let lines = read(dir.path(), &LogFilter::default()).unwrap();
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         for field in [
             "checksum",
             "data_volume_bytes",

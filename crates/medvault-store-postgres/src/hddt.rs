@@ -327,6 +327,14 @@ impl HddtStore for PostgresStore {
             .execute(&mut *transaction)
             .await
             .map_err(map_error)?;
+            // Approvals of one pairing take turns: without the lock, two racing
+            // approvals would each supersede only the grants they saw and both
+            // stay live.
+            sqlx::query("SELECT 1 FROM hddt_pairings WHERE pairing_id = $1 FOR UPDATE")
+                .bind(&approval.pairing.pairing_id)
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?;
             sqlx::query(
                 "UPDATE hddt_grants SET revoked_at_us = $1, revoke_reason = 'superseded'
                  WHERE pairing_id = $2 AND revoked_at_us IS NULL",

@@ -1243,19 +1243,46 @@ async fn registry_changes_reach_the_grants() {
     narrowed.mivs = vec![Miv::ContinuousGlucose];
     hddt::install_registry(
         &setup.server,
-        vec![narrowed, entry(OTHER, &setup.other, DigaStatus::Active)],
+        vec![
+            narrowed.clone(),
+            entry(OTHER, &setup.other, DigaStatus::Active),
+        ],
     )
     .await;
-    let pairing = &setup.patient.pairings().await.unwrap()[0];
-    assert_eq!(pairing.scope, format!("{CGM} patient/Device.rs"));
-    assert_eq!(
-        audited(&setup.server, "hddt.consent_narrowed").await.len(),
-        1
-    );
+    // Tokens leave it out at once; the stored consent narrows after the grace period.
     let (status, tokens) = post(&setup, Some(&setup.diga), "/token", &refresh_form(&refresh)).await;
     assert_eq!(status, 200);
     assert_eq!(tokens["scope"], format!("{CGM} patient/Device.rs"));
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    // (The patient's session ends with the clock moves: grants are read from the store.)
+    let uid = setup.patient.uid().to_string();
+    let store = setup.server.state().store.clone();
+    assert!(
+        store.grants_of_patient(&uid, 10).await.unwrap()[0]
+            .scope
+            .contains(BG)
+    );
+    assert!(
+        audited(&setup.server, "hddt.consent_narrowed")
+            .await
+            .is_empty()
+    );
+    let now = setup.server.clock.now();
+    setup.server.clock.set(now + time::Duration::hours(25));
+    setup.server.state().allow_list.reload().await.unwrap();
+    hddt::install_registry(
+        &setup.server,
+        vec![narrowed, entry(OTHER, &setup.other, DigaStatus::Active)],
+    )
+    .await;
+    assert_eq!(
+        store.grants_of_patient(&uid, 10).await.unwrap()[0].scope,
+        format!("{CGM} patient/Device.rs")
+    );
+    assert_eq!(
+        audited(&setup.server, "hddt.consent_narrowed").await.len(),
+        1
+    );
 
     // The DiGA leaves the registry: refused at once, grants kept for the grace period.
     hddt::install_registry(
@@ -1263,9 +1290,6 @@ async fn registry_changes_reach_the_grants() {
         vec![entry(OTHER, &setup.other, DigaStatus::Active)],
     )
     .await;
-    // (The patient's session would end with the clock moves: the grant is read from the store.)
-    let uid = setup.patient.uid().to_string();
-    let store = setup.server.state().store.clone();
     let live = |grants: Vec<medvault_store::GrantRowV1>| grants[0].revoked_at.is_none();
     assert!(live(store.grants_of_patient(&uid, 10).await.unwrap()));
     let now = setup.server.clock.now();
