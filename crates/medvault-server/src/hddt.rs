@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use crate::api::{BearerSession, rfc3339, store_error};
 use crate::app::AppState;
 use crate::client_auth::AuthenticatedClient;
+use crate::html::escape;
 use crate::problem::Problem;
 
 /// The largest OAuth form body read.
@@ -203,46 +204,9 @@ async fn revoke(
     }
 }
 
-/// Escapes text for HTML element content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// A consent page: no scripts, no framing, no referrer, not cached. Forms
-/// post to this origin only; the decision's redirect to the DiGA follows.
+/// A consent page (its forms post to this origin).
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"de\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>",
-        title = escape(title)
-    );
-    let mut response = (status, html).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::html::page(status, title, body, false, crate::html::Forms::SameOrigin)
 }
 
 fn with_status(mut response: Response, status: StatusCode) -> Response {

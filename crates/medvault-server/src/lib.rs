@@ -14,6 +14,7 @@ pub mod app;
 pub mod client_auth;
 pub mod config;
 pub mod hddt;
+pub mod html;
 pub mod listener;
 pub mod problem;
 pub mod request_log;

@@ -3,7 +3,7 @@
 //! client sends, and the one-time result an app's backend redeems.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,6 +14,7 @@ use super::{
     ApiJson, BearerSession, ClientAddress, internal, store_error, too_many, with_retry_after,
 };
 use crate::app::AppState;
+use crate::html::escape;
 use crate::problem::Problem;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -41,51 +42,9 @@ struct PageQuery {
     code: String,
 }
 
-/// Escapes text for HTML element content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// An HTML page with headers that keep the code in it to this page: no
-/// referrer, no framing, no scripts, not cached.
+/// An Account App page: shows only, never posts.
 fn html(status: StatusCode, title: &str, body: &str, refresh: bool) -> Response {
-    let refresh = if refresh {
-        "<meta http-equiv=\"refresh\" content=\"3\">"
-    } else {
-        ""
-    };
-    let page = format!(
-        "<!doctype html><html lang=\"de\"><head><meta charset=\"utf-8\">{refresh}<title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>",
-        title = escape(title)
-    );
-    let mut response = (status, page).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; form-action 'none'"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::html::page(status, title, body, refresh, crate::html::Forms::None)
 }
 
 fn app_error_page(error: AccountAppError) -> Response {
