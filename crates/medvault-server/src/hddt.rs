@@ -770,30 +770,50 @@ pub fn spawn_registry_refresh(
 /// used here within the hour).
 pub fn spawn_hddt_maintenance(
     state: AppState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    periodic(Duration::from_secs(3600), shutdown, move || {
+        let state = state.clone();
+        async move {
+            let now = medvault_core::Clock::now(&*state.clock);
+            let days = i64::try_from(state.config.audit_retention_days.max(30)).unwrap_or(30);
+            if let Some(log) = &state.request_log
+                && let Err(error) = log.purge_before((now - time::Duration::days(days)).date())
+            {
+                tracing::warn!(%error, "request log retention purge failed");
+            }
+            if let Err(error) = state
+                .store
+                .purge_expired_hddt(now - time::Duration::days(1))
+                .await
+            {
+                tracing::warn!(%error, "purge of expired authorization requests failed");
+            }
+            // Another node may have rotated the signing key.
+            state.hddt.keys().forget_cached();
+            if let Err(error) = state.hddt.keys().reload_public().await {
+                tracing::warn!(%error, "token key reload failed");
+            }
+        }
+    })
+}
+
+/// Runs `work` every `period` (the first run at once) until shutdown.
+fn periodic<F, Fut>(
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(Duration::from_secs(3600));
+        let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = interval.tick() => {
-                    let now = medvault_core::Clock::now(&*state.clock);
-                    let days = i64::try_from(state.config.audit_retention_days.max(30)).unwrap_or(30);
-                    if let Some(log) = &state.request_log
-                        && let Err(error) = log.purge_before((now - time::Duration::days(days)).date())
-                    {
-                        tracing::warn!(%error, "request log retention purge failed");
-                    }
-                    if let Err(error) = state.store.purge_expired_hddt(now - time::Duration::days(1)).await {
-                        tracing::warn!(%error, "purge of expired authorization requests failed");
-                    }
-                    // Another node may have rotated the signing key.
-                    state.hddt.keys().forget_cached();
-                    if let Err(error) = state.hddt.keys().reload_public().await {
-                        tracing::warn!(%error, "token key reload failed");
-                    }
-                }
+                _ = interval.tick() => work().await,
                 _ = shutdown.changed() => break,
             }
         }
@@ -803,24 +823,18 @@ pub fn spawn_hddt_maintenance(
 /// Every second, makes the request log's new lines durable.
 pub fn spawn_request_log_sync(
     state: AppState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Some(log) = state.request_log.clone() else {
-            return;
-        };
-        let mut interval = tokio::time::interval(Duration::from_secs(1));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {
-                    let log = log.clone();
-                    let synced = tokio::task::spawn_blocking(move || log.sync()).await;
-                    if let Ok(Err(error)) = synced {
-                        tracing::warn!(%error, "request log sync failed");
-                    }
-                }
-                _ = shutdown.changed() => break,
+    let log = state.request_log.clone();
+    periodic(Duration::from_secs(1), shutdown, move || {
+        let log = log.clone();
+        async move {
+            let Some(log) = log else {
+                return;
+            };
+            let synced = tokio::task::spawn_blocking(move || log.sync()).await;
+            if let Ok(Err(error)) = synced {
+                tracing::warn!(%error, "request log sync failed");
             }
         }
     })

@@ -145,6 +145,19 @@ async fn authorize(setup: &Setup) -> String {
     query_value(&location, "code").unwrap()
 }
 
+/// Redeems `code` with the right verifier; the token response.
+async fn redeem(setup: &Setup, code: &str) -> Value {
+    let (status, tokens) = post(
+        setup,
+        Some(&setup.diga),
+        "/token",
+        &code_form(code, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
 fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
@@ -416,14 +429,7 @@ async fn a_diga_pairs_refreshes_and_is_revoked(backend: Backend) {
 
     // Pairing again keeps the Pairing ID; the patient unpairs in their app.
     let code = authorize(&setup).await;
-    let (status, tokens) = post(
-        &setup,
-        Some(&setup.diga),
-        "/token",
-        &code_form(&code, VERIFIER),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let tokens = redeem(&setup, &code).await;
     assert_eq!(tokens["sub"], pairing_id.as_str());
     // The patient sees when a consent ends soon and renews it (same Pairing ID).
     let live = |pairings: Vec<medvault_proto::hddt::PairingView>| {
@@ -588,14 +594,7 @@ async fn every_refusal_is_the_guides_error(backend: Backend) {
     let mut missing = code_form(&code, VERIFIER);
     missing.remove(2);
     refused(400, "invalid_request")(post(&setup, Some(&setup.diga), "/token", &missing).await);
-    let (status, tokens) = post(
-        &setup,
-        Some(&setup.diga),
-        "/token",
-        &code_form(&code, VERIFIER),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let tokens = redeem(&setup, &code).await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     // A reused code, after the grace period, revokes what it issued.
     let now = setup.server.clock.now();
@@ -1228,14 +1227,7 @@ async fn registry_changes_reach_the_grants() {
     )
     .await;
     let code = query_value(&location, "code").unwrap();
-    let (status, tokens) = post(
-        &setup,
-        Some(&setup.diga),
-        "/token",
-        &code_form(&code, VERIFIER),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let tokens = redeem(&setup, &code).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
 
     // Blood glucose leaves the DiGA's permissions: the consent narrows.
