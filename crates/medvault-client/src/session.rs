@@ -170,6 +170,65 @@ impl Session {
             .await
     }
 
+    /// The device catalogue (models a patient can register).
+    pub async fn device_models(
+        &self,
+    ) -> Result<Vec<medvault_proto::devices::DeviceModelInfo>, ClientError> {
+        self.client.get("api/v1/device-models", &self.token).await
+    }
+
+    /// Registers one of this patient's devices.
+    pub async fn register_device(
+        &self,
+        device: &medvault_proto::devices::NewDevice,
+    ) -> Result<medvault_proto::devices::DeviceView, ClientError> {
+        self.client
+            .post("api/v1/devices", device, Some(&self.token))
+            .await
+    }
+
+    /// This patient's devices, oldest first.
+    pub async fn devices(&self) -> Result<Vec<medvault_proto::devices::DeviceView>, ClientError> {
+        self.client.get("api/v1/devices", &self.token).await
+    }
+
+    /// Records a calibration or retires a device.
+    pub async fn update_device(
+        &self,
+        device_id: &str,
+        update: &medvault_proto::devices::DeviceUpdate,
+    ) -> Result<medvault_proto::devices::DeviceView, ClientError> {
+        if device_id.is_empty()
+            || device_id.len() > 64
+            || !device_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(ClientError::Invalid("a device id is letters and digits"));
+        }
+        self.client
+            .post(
+                &format!("api/v1/devices/{device_id}"),
+                update,
+                Some(&self.token),
+            )
+            .await
+    }
+
+    /// Uploads a batch of readings; stored whole or not at all, and a retry
+    /// with the same `batch_id` is acknowledged without storing it twice.
+    pub async fn upload_readings(
+        &self,
+        batch: &medvault_proto::devices::UploadBatch,
+    ) -> Result<medvault_proto::devices::UploadReceipt, ClientError> {
+        self.client
+            .post("api/v1/readings/batches", batch, Some(&self.token))
+            .await
+    }
+
+    /// All of this patient's device data as a FHIR R4 Bundle (JSON).
+    pub async fn export_device_data(&self) -> Result<serde_json::Value, ClientError> {
+        self.client.get("api/v1/export/fhir", &self.token).await
+    }
+
     /// This patient's HDDT pairings (every consent, newest first).
     pub async fn pairings(&self) -> Result<Vec<medvault_proto::hddt::PairingView>, ClientError> {
         self.client.get("api/v1/hddt/pairings", &self.token).await

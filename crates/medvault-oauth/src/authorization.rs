@@ -322,14 +322,17 @@ pub enum AccessError {
     /// Another audience.
     #[error("Invalid token audience")]
     Audience,
-    /// Expired or not yet valid.
-    #[error("Token expired")]
+    /// Expired.
+    #[error("The access token expired")]
     Expired,
+    /// Not valid yet (`nbf` in the future beyond the allowed skew).
+    #[error("Token cannot be used yet")]
+    NotYetValid,
     /// Revoked, consent ended or pairing gone.
-    #[error("Token revoked or consent withdrawn")]
+    #[error("The access token was revoked or its consent ended")]
     Revoked,
     /// The presented certificate is not the token's DiGA's.
-    #[error("Client certificate does not match the token")]
+    #[error("The access token was not issued to this client")]
     WrongClient,
     /// Registry stale, retired, or the database failed.
     #[error("Service unavailable")]
@@ -1623,8 +1626,11 @@ impl AuthorizationServer {
         }
         let now = self.clock.now();
         let seconds = now.unix_timestamp();
-        if claims.exp <= seconds || claims.nbf > seconds + 60 {
+        if claims.exp <= seconds {
             return Err(AccessError::Expired);
+        }
+        if claims.nbf > seconds + 60 {
+            return Err(AccessError::NotYetValid);
         }
         let registry = self.registry().map_err(|_| AccessError::Unavailable)?;
         let entry = DigaClientId::parse(&claims.client_id)

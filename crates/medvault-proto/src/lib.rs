@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod credentials;
+pub mod devices;
 pub mod documents;
 pub mod hddt;
 

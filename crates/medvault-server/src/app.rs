@@ -93,6 +93,8 @@ pub struct AppServices {
     pub request_log: Option<Arc<crate::request_log::RequestLog>>,
     /// Per-DiGA request rate on the HDDT listener.
     pub client_limiter: Arc<ClientLimiter>,
+    /// Device data: ingestion and the FHIR resource server.
+    pub fhir: medvault_fhir::ResourceServer,
 }
 
 /// A token bucket per authenticated HDDT client (by registered owner): one
@@ -215,7 +217,10 @@ pub fn patient_router(state: AppState, extra: Router<AppState>) -> Router {
     let documents = crate::api::document_router().layer(RequestBodyLimitLayer::new(
         document_upload_limit(state.config.max_document_bytes),
     ));
-    common_layers(limited.merge(documents), &state.config).with_state(state)
+    // Reading uploads take up to their own limit.
+    let uploads = crate::api::devices::upload_routes()
+        .layer(RequestBodyLimitLayer::new(state.config.max_upload_bytes));
+    common_layers(limited.merge(documents).merge(uploads), &state.config).with_state(state)
 }
 
 /// The largest body of a document upload: the base64 of the largest sealed
@@ -228,18 +233,20 @@ pub fn document_upload_limit(max_document_bytes: usize) -> usize {
 
 /// The HDDT (mTLS) listener's router.
 pub fn hddt_router(state: AppState) -> Router {
-    // Routes that need no client certificate: liveness, readiness (and, with the
-    // pairing work, the RFC 8414 metadata and /fhir/metadata).
+    // Routes that need no client certificate: liveness, readiness, the RFC 8414
+    // metadata and /fhir/metadata.
     let public = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(crate::hddt::public_routes())
+        .merge(crate::fhir::public_routes())
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes));
     // Everything else, including unknown paths, needs a registered certificate.
     let protected = Router::new()
         .route("/client-certificate", get(client_certificate))
         .merge(crate::hddt::oauth_routes())
-        .fallback(not_found)
+        .merge(crate::fhir::routes())
+        .fallback(crate::fhir::not_found)
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),

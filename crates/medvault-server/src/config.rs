@@ -110,6 +110,14 @@ pub struct RawConfig {
     pub diga_registry_url: Option<String>,
     /// Extra CA certificates (PEM) to trust for `diga_registry_url`.
     pub diga_registry_ca_file: Option<PathBuf>,
+    /// How many days of device data the FHIR API serves.
+    pub hddt_historic_days: Option<u64>,
+    /// The fixed span of a CGM chunk Observation.
+    pub cgm_chunk_secs: Option<u64>,
+    /// Delay-From-Real-Time: a Device without data for longer is `unknown`.
+    pub device_sync_delay_secs: Option<u64>,
+    /// The largest reading upload.
+    pub max_upload_bytes: Option<u64>,
 }
 
 impl RawConfig {
@@ -189,6 +197,10 @@ impl RawConfig {
             hddt_rate_per_client: self.hddt_rate_per_client.or(lower.hddt_rate_per_client),
             diga_registry_url: self.diga_registry_url.or(lower.diga_registry_url),
             diga_registry_ca_file: self.diga_registry_ca_file.or(lower.diga_registry_ca_file),
+            hddt_historic_days: self.hddt_historic_days.or(lower.hddt_historic_days),
+            cgm_chunk_secs: self.cgm_chunk_secs.or(lower.cgm_chunk_secs),
+            device_sync_delay_secs: self.device_sync_delay_secs.or(lower.device_sync_delay_secs),
+            max_upload_bytes: self.max_upload_bytes.or(lower.max_upload_bytes),
         }
     }
 }
@@ -340,6 +352,15 @@ pub struct Config {
     pub diga_registry_url: Option<Url>,
     /// Extra CA certificates (PEM) for `diga_registry_url`.
     pub diga_registry_ca_file: Option<PathBuf>,
+    /// How many days of device data the FHIR API serves (default and
+    /// minimum 30: the guide's Historic-Data-Period of BG and CGM).
+    pub hddt_historic_days: u64,
+    /// The fixed span of a CGM chunk (default 3600 s; divides a day).
+    pub cgm_chunk: Duration,
+    /// Delay-From-Real-Time as registered in the HIIS-VZ (default 900 s).
+    pub device_sync_delay: Duration,
+    /// The largest reading upload body (default 4 MiB).
+    pub max_upload_bytes: usize,
 }
 
 /// The `client_id` of medvault's own user agent (SDK and CLI).
@@ -719,6 +740,43 @@ impl Config {
                 },
             },
             diga_registry_ca_file: raw.diga_registry_ca_file,
+            hddt_historic_days: match raw.hddt_historic_days.unwrap_or(30) {
+                days @ 30..=3650 => days,
+                _ => {
+                    return Err(ConfigError::new(
+                        "hddt_historic_days",
+                        "must be between 30 and 3650",
+                    ));
+                }
+            },
+            cgm_chunk: match raw.cgm_chunk_secs.unwrap_or(3600) {
+                secs @ 300..=86_400
+                    if 86_400_u64.is_multiple_of(secs) && secs.is_multiple_of(300) =>
+                {
+                    Duration::from_secs(secs)
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        "cgm_chunk_secs",
+                        "must be a multiple of 300 seconds that divides a day",
+                    ));
+                }
+            },
+            device_sync_delay: seconds(
+                "device_sync_delay_secs",
+                raw.device_sync_delay_secs,
+                900,
+                60..=7 * 86_400,
+            )?,
+            max_upload_bytes: match raw.max_upload_bytes.unwrap_or(4 * 1024 * 1024) {
+                bytes @ 65_536..=67_108_864 => usize::try_from(bytes).unwrap_or(4 * 1024 * 1024),
+                _ => {
+                    return Err(ConfigError::new(
+                        "max_upload_bytes",
+                        "must be between 64 KiB and 64 MiB",
+                    ));
+                }
+            },
             hddt_rate_per_client: match raw.hddt_rate_per_client.unwrap_or(500) {
                 rate @ 1..=1_000_000 => rate,
                 _ => {

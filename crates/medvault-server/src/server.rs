@@ -317,7 +317,26 @@ pub async fn start_with_routes(
             path: config.data_dir.join("request-log"),
             reason: error.to_string(),
         })?;
+    let fhir = medvault_fhir::ResourceServer::new(
+        store.clone(),
+        clock.clone(),
+        medvault_fhir::FhirPolicy {
+            base_url: config
+                .fhir_base_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+            value_set_base: config.value_set_base.clone(),
+            historic: time::Duration::days(i64::try_from(config.hddt_historic_days).unwrap_or(30)),
+            sync_delay: time::Duration::try_from(config.device_sync_delay)
+                .unwrap_or(time::Duration::minutes(15)),
+            chunk: medvault_fhir::ingest::ChunkPolicy {
+                span_secs: i64::try_from(config.cgm_chunk.as_secs()).unwrap_or(3600),
+            },
+        },
+    );
     let state = AppState::new(crate::app::AppServices {
+        fhir,
         request_log: Some(Arc::new(request_log)),
         client_limiter: Arc::new(crate::app::ClientLimiter::new(config.hddt_rate_per_client)),
         hddt,

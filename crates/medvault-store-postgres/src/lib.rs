@@ -13,6 +13,7 @@
 
 mod account_requests;
 mod accounts;
+mod devicedata;
 mod documents;
 mod hddt;
 mod issuer_keys;
@@ -84,6 +85,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 10,
         description: "HDDT authorization server: server keys, authorizations, pairings, grants, codes",
         sql: include_str!("../migrations/0010_hddt.sql"),
+    },
+    Migration {
+        version: 11,
+        description: "HDDT device data: devices, device history, observations, upload batches",
+        sql: include_str!("../migrations/0011_device_data.sql"),
     },
 ];
 

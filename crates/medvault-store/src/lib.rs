@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod audit;
 pub mod client_certificates;
 pub mod conformance;
+pub mod devicedata;
 pub mod documents;
 mod error;
 pub mod hddt;
@@ -32,6 +33,11 @@ pub use accounts::{
 };
 pub use audit::{AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore};
 pub use client_certificates::{ClientCertificateRowV1, ClientCertificateStore};
+pub use devicedata::{
+    ChunkSamples, DeviceDataStore, DeviceQuery, DeviceRowV1, DeviceSync, IngestBatch,
+    IngestOutcome, ObservationKind, ObservationQuery, ObservationRowV1, RangeFilter, RangeOp,
+    SqlValue, ValueFilter,
+};
 pub use documents::{
     ConnectionChange, ConnectionRowV1, DocumentInsert, DocumentRowV1, DocumentStore,
     ReceivedDocumentV1, connection_pair,
@@ -81,6 +87,7 @@ pub trait Store:
     + IssuerKeyStore
     + PatientCredentialStore
     + HddtStore
+    + DeviceDataStore
     + Send
     + Sync
     + std::fmt::Debug

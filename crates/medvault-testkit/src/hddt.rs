@@ -207,3 +207,47 @@ pub async fn open_consent(
     }
     (status, response.text().await.unwrap())
 }
+
+/// A whole pairing: PAR by `diga` (presenting its certificate), the consent
+/// page, the patient's ticket login, approval of `mivs` (ValueSet ids) for
+/// 90 days, and the code redeemed with PKCE; the token response.
+pub async fn pair(
+    server: &TestServer,
+    diga: &crate::TestCertificate,
+    client_id: &str,
+    redirect_uri: &str,
+    patient: &Session,
+    scope: &str,
+    mivs: &[&str],
+) -> Value {
+    let client = server.client(Some(diga));
+    let (status, pushed) = post_form(
+        server,
+        &client,
+        "/par",
+        &par_form(client_id, redirect_uri, scope),
+    )
+    .await;
+    assert_eq!(status, 201, "{pushed}");
+    let request_uri = pushed
+        .get("request_uri")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    let (status, page) = open_consent(server, client_id, &request_uri).await;
+    assert_eq!(status, 200, "{page}");
+    let mut decision: Vec<(&str, &str)> = mivs.iter().map(|miv| ("miv", *miv)).collect();
+    decision.push(("days", "90"));
+    decision.push(("decision", "approve"));
+    let location = consent(server, patient, &page, &decision).await;
+    let code = query_value(&location, "code").unwrap();
+    let (status, tokens) = post_form(
+        server,
+        &client,
+        "/token",
+        &code_form(client_id, redirect_uri, &code, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}

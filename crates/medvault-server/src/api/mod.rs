@@ -9,6 +9,7 @@
 mod account_app;
 mod accounts;
 pub mod audit;
+pub mod devices;
 mod documents;
 mod export;
 mod patient_credentials;
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .merge(patient_credentials::routes())
         .merge(export::routes())
         .merge(audit::routes())
+        .merge(devices::routes())
 }
 
 /// The document upload route, which takes bodies up to the document limit.

@@ -14,6 +14,7 @@
 mod accounts;
 mod account_app;
 mod documents;
+mod fhir;
 mod http;
 mod mtls;
 mod pairing;

@@ -1,0 +1,782 @@
+//! The HDDT data half end to end: a patient registers a CGM and a meter and
+//! uploads two weeks of readings; paired DiGAs read them through the FHIR
+//! resource server over mTLS, each seeing exactly what its grant allows.
+
+use std::collections::HashSet;
+
+use medvault_client::{NewAccount, Password, Session};
+use medvault_core::{Clock, DigaClientId, Miv, ParticipantKind};
+use medvault_fhir::catalogue::{self, GlucoseUnit};
+use medvault_fhir::simulate;
+use medvault_oauth::{DigaRegistryEntry, DigaStatus};
+use medvault_proto::devices::{DeviceUpdate, NewDevice, UploadBatch};
+use medvault_testkit::hddt;
+use medvault_testkit::{Backend, TestCertificate, TestServer};
+use serde_json::Value;
+
+on_both_backends!(
+    a_diga_pages_through_two_weeks_of_readings,
+    requests_outside_the_rules_get_the_guides_answers,
+);
+
+const DIGA: &str = "urn:diga:bfarm:12345";
+const BG_ONLY: &str = "urn:diga:bfarm:22222";
+const REDIRECT: &str = "https://diga.example/callback";
+const CGM_SCOPE: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-continuous-glucose-measurement";
+const BG_SCOPE: &str = "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-blood-glucose-measurement";
+const DEVICE_SCOPES: &str = "patient/Device.rs patient/DeviceMetric.rs";
+const CGM_MIV: &str = "hddt-miv-continuous-glucose-measurement";
+const BG_MIV: &str = "hddt-miv-blood-glucose-measurement";
+
+fn entry(id: &str, certificate: &TestCertificate, mivs: Vec<Miv>) -> DigaRegistryEntry {
+    DigaRegistryEntry {
+        client_id: DigaClientId::parse(id).unwrap(),
+        name: "Glukose-Tagebuch".to_owned(),
+        status: DigaStatus::Active,
+        redirect_uri: REDIRECT.to_owned(),
+        mivs,
+        certificates: vec![certificate.der.clone()],
+    }
+}
+
+struct Setup {
+    server: TestServer,
+    diga: TestCertificate,
+    bg_only: TestCertificate,
+}
+
+async fn setup(backend: Backend) -> Option<Setup> {
+    let server = TestServer::start_with(backend, |raw| {
+        raw.registry_max_age_secs = Some(3600);
+    })
+    .await?;
+    let diga = TestCertificate::diga("diga-backend");
+    let bg_only = TestCertificate::diga("bg-diga-backend");
+    hddt::install_registry(
+        &server,
+        vec![
+            entry(DIGA, &diga, vec![Miv::BloodGlucose, Miv::ContinuousGlucose]),
+            entry(BG_ONLY, &bg_only, vec![Miv::BloodGlucose]),
+        ],
+    )
+    .await;
+    Some(Setup {
+        server,
+        diga,
+        bg_only,
+    })
+}
+
+async fn patient(server: &TestServer, email: &str) -> Session {
+    let sdk = server.sdk();
+    sdk.register(NewAccount {
+        kind: ParticipantKind::Patient,
+        display_name: None,
+        password: Some((email.to_owned(), Password::new("device pw"))),
+        tans: 0,
+        software_certificate: false,
+    })
+    .await
+    .unwrap();
+    sdk.login_password(email, &Password::new("device pw"))
+        .await
+        .unwrap()
+}
+
+/// A CGM and a meter with 14 days of data; the uploaded readings' count.
+async fn fill(server: &TestServer, patient: &Session, seed: u64) -> (String, String, usize, usize) {
+    let cgm = patient
+        .register_device(&NewDevice {
+            model: "glukko-cgm-18".into(),
+            serial_number: format!("CGM-{seed}"),
+            unit: "mg/dL".into(),
+        })
+        .await
+        .unwrap();
+    let meter = patient
+        .register_device(&NewDevice {
+            model: "glukko-meter-5".into(),
+            serial_number: format!("M-{seed}"),
+            unit: "mmol/L".into(),
+        })
+        .await
+        .unwrap();
+    let now = server.clock.now();
+    let series = simulate::cgm_series(
+        &cgm.id,
+        catalogue::model("glukko-cgm-18").unwrap(),
+        GlucoseUnit::MgPerDl,
+        now,
+        14,
+        seed,
+    );
+    let meter_readings = simulate::meter_readings(
+        &meter.id,
+        catalogue::model("glukko-meter-5").unwrap(),
+        GlucoseUnit::MmolPerL,
+        now,
+        14,
+        4,
+        seed,
+    );
+    let (cgm_count, meter_count) = (series.len(), meter_readings.len());
+    for (index, chunk) in series.chunks(2016).enumerate() {
+        let receipt = patient
+            .upload_readings(&UploadBatch {
+                batch_id: format!("cgm-{seed}-{index}"),
+                readings: chunk.to_vec(),
+            })
+            .await
+            .unwrap();
+        assert!(!receipt.replayed);
+    }
+    patient
+        .upload_readings(&UploadBatch {
+            batch_id: format!("meter-{seed}"),
+            readings: meter_readings,
+        })
+        .await
+        .unwrap();
+    (cgm.id, meter.id, cgm_count, meter_count)
+}
+
+async fn fhir_get(
+    server: &TestServer,
+    identity: &TestCertificate,
+    token: &str,
+    url: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let url = if url.starts_with("https://") {
+        url.to_owned()
+    } else {
+        server.hddt_url(url)
+    };
+    let response = server
+        .client(Some(identity))
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// Every page of a search from `first`; the matched resources in order.
+async fn all_pages(
+    server: &TestServer,
+    identity: &TestCertificate,
+    token: &str,
+    first: &str,
+    between_pages: impl AsyncFn(usize),
+) -> Vec<Value> {
+    let mut url = first.to_owned();
+    let mut found = Vec::new();
+    for page in 0.. {
+        let (status, _, bundle) = fhir_get(server, identity, token, &url).await;
+        assert_eq!(status, 200, "{bundle}");
+        assert_eq!(bundle["type"], "searchset");
+        for entry in bundle["entry"].as_array().into_iter().flatten() {
+            if entry["search"]["mode"] == "match" {
+                found.push(entry["resource"].clone());
+            }
+        }
+        between_pages(page).await;
+        let next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|link| link["relation"] == "next");
+        match next {
+            Some(link) => url = link["url"].as_str().unwrap().to_owned(),
+            None => break,
+        }
+    }
+    found
+}
+
+fn start_of(observation: &Value) -> String {
+    observation["effectiveDateTime"]
+        .as_str()
+        .or_else(|| observation["effectivePeriod"]["start"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+async fn a_diga_pages_through_two_weeks_of_readings(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let server = &setup.server;
+    let erika = patient(server, "erika@example.org").await;
+    let max = patient(server, "max@example.org").await;
+    let (cgm_id, meter_id, cgm_count, meter_count) = fill(server, &erika, 1).await;
+    fill(server, &max, 2).await;
+    let now = server.clock.now();
+    let tokens = hddt::pair(
+        server,
+        &setup.diga,
+        DIGA,
+        REDIRECT,
+        &erika,
+        &format!("{CGM_SCOPE} {BG_SCOPE} {DEVICE_SCOPES}"),
+        &[CGM_MIV, BG_MIV],
+    )
+    .await;
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+
+    // Page through everything with _count=50 while new readings arrive.
+    let found = all_pages(
+        server,
+        &setup.diga,
+        &token,
+        "/fhir/Observation?_count=50",
+        async |page: usize| {
+            if page == 2 {
+                // A meter reading taken now arrives mid-paging: it sorts last,
+                // so it shows up on a later page, and nothing repeats.
+                erika
+                    .upload_readings(&UploadBatch {
+                        batch_id: "late-meter".into(),
+                        readings: vec![medvault_proto::devices::Reading {
+                            device: meter_id.clone(),
+                            time: medvault_fhir::resources::instant(now),
+                            value: Some(6.1),
+                            unit: "mmol/L".into(),
+                            limit: None,
+                        }],
+                    })
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    let ids: HashSet<&str> = found.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), found.len(), "an Observation repeated");
+    let starts: Vec<String> = found.iter().map(start_of).collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted, "not in date order");
+    let singles: Vec<&Value> = found
+        .iter()
+        .filter(|o| o.get("valueQuantity").is_some())
+        .collect();
+    let chunks: Vec<&Value> = found
+        .iter()
+        .filter(|o| o.get("effectivePeriod").is_some())
+        .collect();
+    assert_eq!(
+        singles.len(),
+        meter_count + 1,
+        "every meter reading exactly once"
+    );
+    let samples: usize = chunks
+        .iter()
+        .map(|c| {
+            c["valueSampledData"]["data"]
+                .as_str()
+                .unwrap_or("")
+                .split(' ')
+                .filter(|t| !t.is_empty() && *t != "E")
+                .count()
+        })
+        .sum();
+    assert_eq!(samples, cgm_count, "every CGM reading exactly once");
+    for chunk in &chunks {
+        assert_eq!(chunk["code"]["coding"][0]["code"], "99504-3");
+        assert_eq!(
+            chunk["device"]["reference"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next(),
+            Some("DeviceMetric")
+        );
+        assert_eq!(chunk["valueSampledData"]["period"], 300_000);
+        assert!(chunk.get("subject").is_none());
+    }
+    // Only the newest chunk is still open.
+    let preliminary: Vec<_> = chunks
+        .iter()
+        .filter(|c| c["status"] == "preliminary")
+        .collect();
+    assert_eq!(preliminary.len(), 1, "{preliminary:?}");
+    assert_eq!(singles[0]["code"]["coding"][0]["code"], "14743-9");
+    assert_eq!(singles[0]["valueQuantity"]["code"], "mmol/L");
+
+    // Read by id, and the device through the include.
+    let chunk_id = preliminary[0]["id"].as_str().unwrap();
+    let (status, _, read) = fhir_get(
+        server,
+        &setup.diga,
+        &token,
+        &format!("/fhir/Observation/{chunk_id}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        read["meta"]["versionId"],
+        preliminary[0]["meta"]["versionId"]
+    );
+    let (_, _, day) = fhir_get(
+        server,
+        &setup.diga,
+        &token,
+        &format!(
+            "/fhir/Observation?code=http://loinc.org|99504-3&date=ge{}&_include=Observation:device&_include:iterate=DeviceMetric:source&_sort=-date",
+            (now - time::Duration::days(1)).date()
+        ),
+    )
+    .await;
+    let kinds: Vec<&str> = day["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["DeviceMetric", "Device"]);
+    let (status, _, device) = fhir_get(
+        server,
+        &setup.diga,
+        &token,
+        &format!("/fhir/Device/{cgm_id}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{device}");
+    assert_eq!(device["deviceName"][0]["name"], "GlukkoCGM 18");
+    assert_eq!(device["status"], "active");
+
+    // A calibration closes the open chunk and versions the DeviceMetric.
+    let metric_id = device_metric_id(&erika, &cgm_id).await;
+    erika
+        .update_device(
+            &cgm_id,
+            &DeviceUpdate {
+                calibration_state: Some("calibrated".into()),
+                calibration_time: None,
+                retire: false,
+            },
+        )
+        .await
+        .unwrap();
+    let (_, _, closed) = fhir_get(
+        server,
+        &setup.diga,
+        &token,
+        &format!("/fhir/Observation/{chunk_id}"),
+    )
+    .await;
+    assert_eq!(closed["status"], "final");
+    assert_ne!(closed["meta"]["versionId"], read["meta"]["versionId"]);
+    let (status, _, metric) = fhir_get(
+        server,
+        &setup.diga,
+        &token,
+        &format!("/fhir/DeviceMetric/{metric_id}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(metric["meta"]["versionId"], "2");
+    assert_eq!(metric["calibration"][0]["state"], "calibrated");
+    let (status, _, old) = fhir_get(
+        server,
+        &setup.diga,
+        &token,
+        &format!("/fhir/DeviceMetric/{metric_id}/_history/1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(old["calibration"][0]["state"], "not-calibrated");
+    let (status, _, missing) = fhir_get(
+        server,
+        &setup.diga,
+        &token,
+        &format!("/fhir/DeviceMetric/{metric_id}/_history/7"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        missing["issue"][0]["diagnostics"],
+        format!("Version 7 is not valid for resource DeviceMetric/{metric_id}.")
+    );
+
+    // A DiGA paired with Max sees none of Erika's data, not even by id.
+    let max_tokens = hddt::pair(
+        server,
+        &setup.diga,
+        DIGA,
+        REDIRECT,
+        &max,
+        &format!("{CGM_SCOPE} {BG_SCOPE} {DEVICE_SCOPES}"),
+        &[CGM_MIV, BG_MIV],
+    )
+    .await;
+    let max_token = max_tokens["access_token"].as_str().unwrap();
+    let theirs = all_pages(
+        server,
+        &setup.diga,
+        max_token,
+        "/fhir/Observation?_count=500",
+        async |_| {},
+    )
+    .await;
+    assert!(
+        theirs
+            .iter()
+            .all(|o| !ids.contains(o["id"].as_str().unwrap()))
+    );
+    assert!(!theirs.is_empty());
+    for path in [
+        format!("/fhir/Observation/{chunk_id}"),
+        format!("/fhir/Device/{cgm_id}"),
+    ] {
+        let (status, _, body) = fhir_get(server, &setup.diga, max_token, &path).await;
+        assert_eq!(status, 404, "{path}: never 403");
+        assert!(
+            body["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .ends_with("is not known")
+        );
+    }
+
+    // A DiGA without the CGM MIV sees Erika's meter readings only.
+    let bg_tokens = hddt::pair(
+        server,
+        &setup.bg_only,
+        BG_ONLY,
+        REDIRECT,
+        &erika,
+        &format!("{BG_SCOPE} {DEVICE_SCOPES}"),
+        &[BG_MIV],
+    )
+    .await;
+    let bg_token = bg_tokens["access_token"].as_str().unwrap();
+    let bg_seen = all_pages(
+        server,
+        &setup.bg_only,
+        bg_token,
+        "/fhir/Observation?_count=500",
+        async |_| {},
+    )
+    .await;
+    assert_eq!(bg_seen.len(), meter_count + 1);
+    assert!(bg_seen.iter().all(|o| o.get("valueQuantity").is_some()));
+    let (status, _, _) = fhir_get(
+        server,
+        &setup.bg_only,
+        bg_token,
+        &format!("/fhir/Device/{cgm_id}"),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "the CGM is referenced by no Observation this DiGA may see"
+    );
+    let (status, _, _) = fhir_get(
+        server,
+        &setup.bg_only,
+        bg_token,
+        &format!("/fhir/Observation/{chunk_id}"),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The patient revokes; the next request is refused with 401.
+    erika.unpair(tokens["sub"].as_str().unwrap()).await.unwrap();
+    let (status, headers, outcome) =
+        fhir_get(server, &setup.diga, &token, "/fhir/Observation?_count=1").await;
+    assert_eq!(status, 401, "{outcome}");
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\""),
+        "{challenge}"
+    );
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    let denied = server
+        .state()
+        .audit
+        .query(&medvault_audit::AuditQuery {
+            event_type: Some("hddt.access_denied".to_owned()),
+            limit: 10,
+            ..medvault_audit::AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    // The export gives the patient everything, device data included.
+    let export = erika.export_device_data().await.unwrap();
+    assert_eq!(export["type"], "collection");
+    let exported = export["entry"].as_array().unwrap();
+    assert!(exported.len() >= found.len());
+}
+
+async fn device_metric_id(patient: &Session, device_id: &str) -> String {
+    patient
+        .devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == device_id)
+        .and_then(|d| d.metric_id)
+        .unwrap()
+}
+
+async fn requests_outside_the_rules_get_the_guides_answers(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let server = &setup.server;
+    let erika = patient(server, "erika@example.org").await;
+    let (_, meter_id, _, _) = fill(server, &erika, 3).await;
+    // Uploads: a replay is acknowledged, other content under the same id is
+    // a conflict, a bad reading refuses the whole batch.
+    let reading = |time: &str, value: f64| medvault_proto::devices::Reading {
+        device: meter_id.clone(),
+        time: time.to_owned(),
+        value: Some(value),
+        unit: "mmol/L".into(),
+        limit: None,
+    };
+    let at = medvault_fhir::resources::instant(server.clock.now() - time::Duration::hours(1));
+    let batch = UploadBatch {
+        batch_id: "one".into(),
+        readings: vec![reading(&at, 5.5)],
+    };
+    assert!(!erika.upload_readings(&batch).await.unwrap().replayed);
+    assert!(erika.upload_readings(&batch).await.unwrap().replayed);
+    let other = UploadBatch {
+        batch_id: "one".into(),
+        readings: vec![reading(&at, 5.6)],
+    };
+    assert!(erika.upload_readings(&other).await.is_err());
+    let half_bad = UploadBatch {
+        batch_id: "two".into(),
+        readings: vec![
+            reading(
+                &medvault_fhir::resources::instant(server.clock.now() - time::Duration::minutes(5)),
+                5.0,
+            ),
+            reading(&at, 9.9),
+        ],
+    };
+    assert!(
+        erika.upload_readings(&half_bad).await.is_err(),
+        "conflicts with a stored reading"
+    );
+    let before = erika.export_device_data().await.unwrap()["entry"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(erika.upload_readings(&half_bad).await.is_err());
+    assert_eq!(
+        erika.export_device_data().await.unwrap()["entry"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before,
+        "nothing of a refused batch is stored"
+    );
+
+    let tokens = hddt::pair(
+        server,
+        &setup.diga,
+        DIGA,
+        REDIRECT,
+        &erika,
+        &format!("{CGM_SCOPE} {BG_SCOPE} {DEVICE_SCOPES}"),
+        &[CGM_MIV, BG_MIV],
+    )
+    .await;
+    let token = tokens["access_token"].as_str().unwrap();
+    // Public metadata, no certificate needed, JSON and XML.
+    let metadata: Value = server
+        .client(None)
+        .get(server.hddt_url("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["fhirVersion"], "4.0.1");
+    let types: Vec<&str> = metadata["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, vec!["Observation", "Device", "DeviceMetric"]);
+    let xml = server
+        .client(None)
+        .get(server.hddt_url("/fhir/metadata"))
+        .header("accept", "application/fhir+xml")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        xml.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/fhir+xml")
+    );
+    assert!(xml.text().await.unwrap().contains(
+        "<CapabilityStatement xmlns=\"http://hl7.org/fhir\"><id value=\"medvault-hddt\"/>"
+    ));
+
+    let client = server.client(Some(&setup.diga));
+    let get = |path: &str, accept: Option<&str>| {
+        let mut request = client.get(server.hddt_url(path)).bearer_auth(token);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        request.send()
+    };
+    for (path, status, diagnostics) in [
+        (
+            "/fhir/Patient",
+            404,
+            "Resource type Patient is not supported",
+        ),
+        ("/fhir/Observation?subject=Patient/1", 400, "not allowed"),
+        (
+            "/fhir/Observation?foo=bar",
+            400,
+            "Unknown search parameter foo",
+        ),
+        (
+            "/fhir/Observation?date=gt20250912",
+            400,
+            "Invalid date/time format or date range: gt20250912",
+        ),
+        (
+            "/fhir/Observation?_include=Observation:subject",
+            400,
+            "Invalid _include parameter value: Observation:subject",
+        ),
+        (
+            "/fhir/Observation/unknown-id",
+            404,
+            "Resource Observation/unknown-id is not known",
+        ),
+    ] {
+        let response = get(path, None).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert!(
+            body["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains(diagnostics),
+            "{path}: {body}"
+        );
+    }
+    // Content negotiation: 406 for what is not FHIR 4.0 JSON or XML.
+    for accept in ["text/html", "application/fhir+json; fhirVersion=5.0"] {
+        let response = get("/fhir/Observation", Some(accept)).await.unwrap();
+        assert_eq!(response.status().as_u16(), 406, "{accept}");
+    }
+    let xml = get("/fhir/Observation?_count=2", Some("application/fhir+xml"))
+        .await
+        .unwrap();
+    assert_eq!(xml.status().as_u16(), 200);
+    let text = xml.text().await.unwrap();
+    assert!(
+        text.starts_with("<?xml") && text.contains("<Bundle xmlns=\"http://hl7.org/fhir\">"),
+        "{text}"
+    );
+    // POST _search takes a form, 415 otherwise; it answers as GET does.
+    let json_post = client
+        .post(server.hddt_url("/fhir/Observation/_search"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_post.status().as_u16(), 415);
+    let form_post: Value = client
+        .post(server.hddt_url("/fhir/Observation/_search"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("code=http://loinc.org|14743-9&_count=5&_sort=-date")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(form_post["entry"].as_array().unwrap().len(), 5);
+    // A code outside the granted ValueSets: empty Bundle with a warning.
+    let (status, _, outside) =
+        fhir_get(server, &setup.diga, token, "/fhir/Observation?code=85354-9").await;
+    assert_eq!(status, 200);
+    let entries = outside["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["search"]["mode"], "outcome");
+    assert!(
+        entries[0]["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("Code 85354-9 not in ValueSet")
+    );
+    // Beyond the historic period: empty, with the guide's warning.
+    let (status, _, old) = fhir_get(
+        server,
+        &setup.diga,
+        token,
+        "/fhir/Observation?date=lt2020-01-01",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        old.to_string()
+            .contains("outside the historical time range")
+    );
+    // No token, a forged token, another DiGA's certificate: 401 with the
+    // guide's descriptions.
+    let bare = client
+        .get(server.hddt_url("/fhir/Observation"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status().as_u16(), 401);
+    assert!(
+        bare.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("Token is not a signed JWT")
+    );
+    let (status, headers, _) = fhir_get(
+        server,
+        &setup.diga,
+        "eyJhbGciOiJub25lIn0.e30.",
+        "/fhir/Observation",
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("Token is not a signed JWT")
+    );
+    let (status, _, _) = fhir_get(server, &setup.bg_only, token, "/fhir/Observation").await;
+    assert_eq!(status, 401, "a token of another DiGA");
+    // Expired.
+    server.clock.advance(time::Duration::minutes(11));
+    server.state().allow_list.reload().await.unwrap();
+    let (status, headers, _) = fhir_get(server, &setup.diga, token, "/fhir/Observation").await;
+    assert_eq!(status, 401);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("The access token expired")
+    );
+}
