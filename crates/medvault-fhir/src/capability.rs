@@ -18,8 +18,11 @@ fn parameter(name: &str, definition: &str, kind: &str, documentation: &str) -> V
     })
 }
 
+/// When this statement last changed (CapabilityStatement.date).
+pub const STATEMENT_DATE: &str = "2026-12-03";
+
 /// The statement, for the FHIR base `base` (what it supports, no more).
-pub fn capability_statement(base: &str, version: &str, date: &str, with_summary: bool) -> Value {
+pub fn capability_statement(base: &str, version: &str, with_summary: bool) -> Value {
     let paging = "Results come in pages (_count, default 50, at most 500; follow the next link). _sort=date or -date.";
     let mut observation = json!({
         "type": "Observation",
@@ -47,7 +50,7 @@ pub fn capability_statement(base: &str, version: &str, date: &str, with_summary:
         "resourceType": "CapabilityStatement",
         "id": "medvault-hddt",
         "status": "active",
-        "date": date,
+        "date": STATEMENT_DATE,
         "publisher": "medvault",
         "kind": "instance",
         "software": {"name": "medvault", "version": version},

@@ -283,11 +283,13 @@ pub fn operation_outcome_coded(
         "issue": [{
             "severity": severity.as_str(),
             "code": code,
-            "details": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/operation-outcome",
-                "code": message,
-            }]},
-            "diagnostics": diagnostics,
+            "details": {
+                "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/operation-outcome",
+                    "code": message,
+                }],
+                "text": diagnostics,
+            },
         }],
     })
 }

@@ -75,6 +75,12 @@ pub enum FhirError {
     /// 400: a search or parameter refused.
     #[error("{0}")]
     Invalid(String),
+    /// 400: a `$hddt-cgm-summary` parameter refused (`MSG_*` code, text).
+    #[error("{1}")]
+    Operation(&'static str, String),
+    /// No data for an operation (`MSG_NO_MATCH`).
+    #[error("{0}")]
+    NoMatch(String),
     /// 503 (database unavailable) / 500.
     #[error("the service is temporarily unavailable")]
     Unavailable,
@@ -725,4 +731,176 @@ pub fn reader_of(patient_uid: &str, scopes: &medvault_core::hddt::ScopeSet) -> R
         }
     }
     reader
+}
+
+/// The largest `Parameters` body of `$hddt-cgm-summary`.
+pub const MAX_PARAMETERS_BYTES: usize = 8 * 1024;
+
+fn summary_error(message: &'static str, text: &str) -> FhirError {
+    FhirError::Operation(message, text.to_owned())
+}
+
+/// The period and `related` flag of a `$hddt-cgm-summary` Parameters body.
+fn summary_request(
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<(OffsetDateTime, OffsetDateTime, bool), FhirError> {
+    let parameters: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({"resourceType": "Parameters"})
+    } else {
+        serde_json::from_slice(body).map_err(|_| {
+            summary_error(
+                "MSG_BAD_SYNTAX",
+                "The body is not a FHIR Parameters resource in JSON",
+            )
+        })?
+    };
+    if parameters.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Err(summary_error(
+            "MSG_BAD_SYNTAX",
+            "The body is not a FHIR Parameters resource",
+        ));
+    }
+    let (mut start, mut end, mut related) = (None, None, false);
+    let list = match parameters.get("parameter") {
+        None => Vec::new(),
+        Some(Value::Array(list)) if list.len() <= 3 => list.clone(),
+        Some(_) => {
+            return Err(summary_error(
+                "MSG_BAD_SYNTAX",
+                "parameter must be a list of at most 3 entries",
+            ));
+        }
+    };
+    for parameter in &list {
+        let name = parameter.get("name").and_then(Value::as_str).unwrap_or("");
+        let date = |key: &str| -> Result<OffsetDateTime, FhirError> {
+            let text = parameter.get(key).and_then(Value::as_str).ok_or_else(|| {
+                summary_error(
+                    "MSG_PARAM_INVALID",
+                    &format!("{name} must be a valueDateTime"),
+                )
+            })?;
+            search::date_range(text)
+                .and_then(|(low, _)| medvault_store::from_unix_micros(low).ok())
+                .ok_or_else(|| {
+                    summary_error(
+                        "MSG_PARAM_INVALID",
+                        &format!(
+                            "Invalid date/time format or date range: {}",
+                            search::quote(text)
+                        ),
+                    )
+                })
+        };
+        match name {
+            "effectivePeriodStart" if start.is_none() => start = Some(date("valueDateTime")?),
+            "effectivePeriodEnd" if end.is_none() => end = Some(date("valueDateTime")?),
+            "related" => {
+                related = parameter
+                    .get("valueBoolean")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| {
+                        summary_error("MSG_PARAM_INVALID", "related must be a valueBoolean")
+                    })?;
+            }
+            other => {
+                return Err(summary_error(
+                    "MSG_PARAM_UNKNOWN",
+                    &format!("Unknown or repeated parameter {}", search::quote(other)),
+                ));
+            }
+        }
+    }
+    let end = end.unwrap_or(now).min(now);
+    let start = start.unwrap_or(end - time::Duration::days(crate::summary::DEFAULT_DAYS));
+    let length = end - start;
+    if length < time::Duration::days(crate::summary::MIN_DAYS)
+        || length > time::Duration::days(crate::summary::MAX_DAYS)
+    {
+        return Err(summary_error(
+            "MSG_PARAM_INVALID",
+            &format!(
+                "The effective period must span {} to {} days",
+                crate::summary::MIN_DAYS,
+                crate::summary::MAX_DAYS
+            ),
+        ));
+    }
+    Ok((start, end, related))
+}
+
+impl ResourceServer {
+    /// `POST Observation/$hddt-cgm-summary` for a reader with the CGM MIV;
+    /// `pairing_id` becomes the summary's (non-identifying) subject.
+    pub async fn cgm_summary(
+        &self,
+        reader: &Reader,
+        pairing_id: &str,
+        body: &[u8],
+    ) -> Result<Value, FhirError> {
+        if !reader.mivs.contains(&Miv::ContinuousGlucose) {
+            return Err(FhirError::NotKnown(
+                "Observation/$hddt-cgm-summary".to_owned(),
+            ));
+        }
+        let now = self.clock.now();
+        let (start, end, related) = summary_request(body, now)?;
+        let start = start.max(self.not_before(now));
+        let no_match = || {
+            FhirError::NoMatch(
+                "No CGM summary observations found for the given effective period.".to_owned(),
+            )
+        };
+        if start >= end {
+            return Err(no_match());
+        }
+        let cgm_codes = valuesets::codes(Miv::ContinuousGlucose);
+        // Chunks that overlap the period: those starting up to a day before it.
+        let chunks: Vec<ObservationRowV1> = self
+            .store
+            .observations_of_patient(
+                &reader.patient_uid,
+                start - time::Duration::days(1),
+                end,
+                u32::try_from(crate::summary::MAX_DAYS * 24 * 12 + 1_000).unwrap_or(u32::MAX),
+            )
+            .await?
+            .into_iter()
+            .filter(|row| {
+                row.kind == ObservationKind::Chunk && cgm_codes.contains(&row.code.as_str())
+            })
+            .collect();
+        let metrics = crate::summary::metrics(&chunks, start, end).ok_or_else(no_match)?;
+        let mut devices = Vec::new();
+        if related {
+            let mut seen = BTreeSet::new();
+            for chunk in &chunks {
+                if !seen.insert(chunk.device_id.clone()) {
+                    continue;
+                }
+                if let Some(device) = self.store.device(&chunk.device_id, false).await? {
+                    devices.extend(self.render_device(&device, false));
+                    devices.extend(self.render_device(&device, true));
+                }
+            }
+        }
+        let subject = json!({
+            "type": "Patient",
+            "identifier": {
+                "system": format!("{}/sid/pairing-id", self.policy.base_url),
+                "value": pairing_id,
+            },
+        });
+        let id_prefix = ingest::new_resource_id().map_err(|_| FhirError::Unavailable)?;
+        let report = crate::summary::Report {
+            from: start,
+            to: end,
+            subject,
+            base: &self.policy.base_url,
+            id_prefix,
+            now,
+        };
+        Ok(crate::summary::bundle(&metrics, &report, devices))
+    }
 }

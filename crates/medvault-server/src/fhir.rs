@@ -41,9 +41,9 @@ pub fn public_routes() -> Router<AppState> {
 /// FHIR routes behind the certificate check.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/fhir/{kind}", get(search_get))
+        .route("/fhir/{kind}", get(search_get).post(operation_on_type))
         .route("/fhir/{kind}/_search", post(search_post))
-        .route("/fhir/{kind}/{id}", get(read))
+        .route("/fhir/{kind}/{id}", get(read).post(operation))
         .route("/fhir/{kind}/{id}/_history/{version}", get(vread))
 }
 
@@ -143,6 +143,28 @@ pub fn outcome(status: StatusCode, format: Format, code: &str, diagnostics: &str
     response
 }
 
+/// An OperationOutcome with an `operation-outcome` code (the CGM summary's).
+fn coded(
+    status: StatusCode,
+    format: Format,
+    severity: Severity,
+    code: &str,
+    message: &str,
+    text: &str,
+) -> Response {
+    let mut response = resource_response(
+        status,
+        format,
+        &medvault_fhir::resources::operation_outcome_coded(severity, code, message, text),
+    );
+    response.extensions_mut().insert(LogNote {
+        error_code: Some(message.to_owned()),
+        error_description: Some(text.to_owned()),
+        pairing_id: None,
+    });
+    response
+}
+
 fn not_acceptable() -> Response {
     outcome(
         StatusCode::NOT_ACCEPTABLE,
@@ -161,6 +183,22 @@ fn fhir_error(error: &FhirError, format: Format) -> Response {
             &error.to_string(),
         ),
         FhirError::Invalid(text) => outcome(StatusCode::BAD_REQUEST, format, "invalid", text),
+        FhirError::Operation(message, text) => coded(
+            StatusCode::BAD_REQUEST,
+            format,
+            Severity::Error,
+            "invalid",
+            message,
+            text,
+        ),
+        FhirError::NoMatch(text) => coded(
+            StatusCode::OK,
+            format,
+            Severity::Information,
+            "not-found",
+            "MSG_NO_MATCH",
+            text,
+        ),
         FhirError::Unavailable => unavailable(format),
     }
 }
@@ -285,8 +323,7 @@ async fn metadata(
     let statement = medvault_fhir::capability::capability_statement(
         state.fhir.policy().base_url.as_str(),
         env!("CARGO_PKG_VERSION"),
-        "2026-12-03",
-        false,
+        true,
     );
     resource_response(StatusCode::OK, format, &statement)
 }
@@ -295,6 +332,7 @@ async fn metadata(
 enum Action<'a> {
     Read(Kind, &'a str, Option<&'a str>),
     Search(Kind),
+    CgmSummary(&'a [u8]),
 }
 
 async fn handle(
@@ -331,6 +369,7 @@ async fn handle(
                 .search_devices(&reader, &parameters, kind == Kind::DeviceMetric)
                 .await
         }
+        Action::CgmSummary(body) => state.fhir.cgm_summary(&reader, &pairing_id, body).await,
     };
     let response = match result {
         Ok(resource) => resource_response(StatusCode::OK, format, &resource),
@@ -462,6 +501,120 @@ async fn vread(
     let path = format!("/fhir/{kind:?}/{{id}}/_history/{{version}}");
     let action = Action::Read(kind, &id, Some(&version));
     handle(&state, &headers, &client, &path, parameters, action).await
+}
+
+async fn operation_on_type(
+    State(state): State<AppState>,
+    Extension(client): Extension<AuthenticatedClient>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    Path(kind): Path<String>,
+    body: Bytes,
+) -> Response {
+    // The guide also writes the operation without a slash.
+    match kind.split_once('$') {
+        Some((kind, name)) => {
+            let operation = format!("${name}");
+            run_operation(
+                &state,
+                &client,
+                &headers,
+                query.as_deref(),
+                kind,
+                &operation,
+                &body,
+            )
+            .await
+        }
+        None => type_not_supported(&headers, &kind),
+    }
+}
+
+async fn operation(
+    State(state): State<AppState>,
+    Extension(client): Extension<AuthenticatedClient>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    Path((kind, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    run_operation(
+        &state,
+        &client,
+        &headers,
+        query.as_deref(),
+        &kind,
+        &name,
+        &body,
+    )
+    .await
+}
+
+/// Type-level operations; only `Observation/$hddt-cgm-summary` exists.
+async fn run_operation(
+    state: &AppState,
+    client: &AuthenticatedClient,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    kind: &str,
+    name: &str,
+    body: &Bytes,
+) -> Response {
+    let parameters = query_pairs(query);
+    if kind != "Observation" || name != "$hddt-cgm-summary" {
+        let format = negotiate(headers, &parameters).unwrap_or(Format::Json);
+        return outcome(
+            StatusCode::NOT_FOUND,
+            format,
+            "not-supported",
+            &format!(
+                "Operation {}/{} is not supported",
+                medvault_fhir::search::quote(kind),
+                medvault_fhir::search::quote(name)
+            ),
+        );
+    }
+    let json_body = body.is_empty()
+        || headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| {
+                matches!(
+                    media.trim().to_ascii_lowercase().as_str(),
+                    "application/fhir+json" | "application/json"
+                )
+            });
+    if !json_body {
+        let format = negotiate(headers, &parameters).unwrap_or(Format::Json);
+        return outcome(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format,
+            "not-supported",
+            "The operation takes a Parameters resource as application/fhir+json",
+        );
+    }
+    if body.len() > medvault_fhir::service::MAX_PARAMETERS_BYTES {
+        let format = negotiate(headers, &parameters).unwrap_or(Format::Json);
+        return coded(
+            StatusCode::BAD_REQUEST,
+            format,
+            Severity::Error,
+            "invalid",
+            "MSG_BAD_SYNTAX",
+            "The Parameters body is too large",
+        );
+    }
+    let path = "/fhir/Observation/$hddt-cgm-summary";
+    handle(
+        state,
+        headers,
+        client,
+        path,
+        parameters,
+        Action::CgmSummary(body),
+    )
+    .await
 }
 
 /// The HDDT listener's answer to an unknown path: an OperationOutcome

@@ -164,6 +164,26 @@ async fn fhir_get(
     (status, headers, body)
 }
 
+async fn post_json(
+    server: &TestServer,
+    identity: &TestCertificate,
+    token: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
+    let response = server
+        .client(Some(identity))
+        .post(server.hddt_url(path))
+        .bearer_auth(token)
+        .header("content-type", "application/fhir+json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// Every page of a search from `first`; the matched resources in order.
 async fn all_pages(
     server: &TestServer,
@@ -404,6 +424,91 @@ async fn a_diga_pages_through_two_weeks_of_readings(backend: Backend) {
         format!("Version 7 is not valid for resource DeviceMetric/{metric_id}.")
     );
 
+    // The CGM summary over the default 14 days, with the devices.
+    let (status, bundle) = post_json(
+        server,
+        &setup.diga,
+        &token,
+        "/fhir/Observation/$hddt-cgm-summary",
+        r#"{"resourceType":"Parameters","parameter":[{"name":"related","valueBoolean":true}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["type"], "collection");
+    assert_eq!(
+        bundle["meta"]["profile"][0],
+        "https://gematik.de/fhir/hddt/StructureDefinition/hddt-cgm-summary"
+    );
+    let codes: Vec<&str> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Observation")
+        .map(|e| e["resource"]["code"]["coding"][0]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            "107931-8", "97507-8", "105273-7", "106793-3", "97506-0", "104638-2", "104636-6",
+            "104637-4"
+        ]
+    );
+    let summary = &bundle["entry"][0]["resource"];
+    assert_eq!(summary["subject"]["identifier"]["value"], tokens["sub"]);
+    assert_eq!(summary["hasMember"].as_array().unwrap().len(), 7);
+    let ranges = &bundle["entry"][3]["resource"]["component"];
+    let total: f64 = ranges
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["valueQuantity"]["value"].as_f64().unwrap())
+        .sum();
+    assert!((total - 100.0).abs() < 0.5, "{total}");
+    let mean = bundle["entry"][1]["resource"]["valueQuantity"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!((90.0..180.0).contains(&mean), "{mean}");
+    let days = bundle["entry"][6]["resource"]["valueQuantity"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!((14.0..=15.0).contains(&days), "{days}");
+    let kinds: Vec<&str> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"Device") && kinds.contains(&"DeviceMetric"),
+        "{kinds:?}"
+    );
+    for (body, message) in [
+        (
+            r#"{"resourceType":"Parameters","parameter":[{"name":"effectivePeriodStart","valueDateTime":"2026-12-30"}]}"#,
+            "MSG_PARAM_INVALID",
+        ),
+        (
+            r#"{"resourceType":"Parameters","parameter":[{"name":"patient","valueString":"x"}]}"#,
+            "MSG_PARAM_UNKNOWN",
+        ),
+        (r#"{"resourceType":"Patient"}"#, "MSG_BAD_SYNTAX"),
+        ("not json", "MSG_BAD_SYNTAX"),
+    ] {
+        let (status, outcome) = post_json(
+            server,
+            &setup.diga,
+            &token,
+            "/fhir/Observation/$hddt-cgm-summary",
+            body,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            outcome["issue"][0]["details"]["coding"][0]["code"], message,
+            "{body}"
+        );
+    }
+
     // A DiGA paired with Max sees none of Erika's data, not even by id.
     let max_tokens = hddt::pair(
         server,
@@ -485,6 +590,16 @@ async fn a_diga_pages_through_two_weeks_of_readings(backend: Backend) {
     )
     .await;
     assert_eq!(status, 404);
+
+    let (status, _) = post_json(
+        server,
+        &setup.bg_only,
+        bg_token,
+        "/fhir/Observation/$hddt-cgm-summary",
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "the summary needs the CGM MIV");
 
     // The patient revokes; the next request is refused with 401.
     erika.unpair(tokens["sub"].as_str().unwrap()).await.unwrap();
@@ -593,6 +708,22 @@ async fn requests_outside_the_rules_get_the_guides_answers(backend: Backend) {
     )
     .await;
     let token = tokens["access_token"].as_str().unwrap();
+    // Readings older than the summary's period: no match, as an
+    // OperationOutcome, never an empty Bundle.
+    let (status, none) = post_json(
+        server,
+        &setup.diga,
+        token,
+        "/fhir/Observation$hddt-cgm-summary",
+        r#"{"resourceType":"Parameters","parameter":[{"name":"effectivePeriodStart","valueDateTime":"2020-01-01T00:00:00Z"},{"name":"effectivePeriodEnd","valueDateTime":"2020-01-10T00:00:00Z"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(none["resourceType"], "OperationOutcome");
+    assert_eq!(
+        none["issue"][0]["details"]["coding"][0]["code"],
+        "MSG_NO_MATCH"
+    );
     // Public metadata, no certificate needed, JSON and XML.
     let metadata: Value = server
         .client(None)
