@@ -80,6 +80,35 @@ enum Command {
         #[command(subcommand)]
         command: crate::diga::DigaCommand,
     },
+    /// Your personal health devices (patients): models, add, list, calibrate, retire.
+    Devices {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::devices::DevicesCommand,
+    },
+    /// Upload device readings (patients) from a CSV or JSON file.
+    Readings {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::devices::ReadingsCommand,
+    },
+    /// Simulated device data (patients): `simulate cgm --days N`.
+    Simulate {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::devices::SimulateCommand,
+    },
+    /// All your device data as a FHIR R4 Bundle (patients).
+    Export {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// HDDT pairings with DiGAs (patients): login ticket, list, revoke.
     Pairing {
         #[command(flatten)]
@@ -226,6 +255,15 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenKeyCommand,
     },
+    /// Planned maintenance of the FHIR API: `on` makes it answer 503
+    /// `transient` with Retry-After and the `X-HDDT-Maintenance` header;
+    /// `/status.json` says so. Every node follows within 5 seconds.
+    Maintenance {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Retire HDDT (this Device Data Recorder left the HIIS-VZ): revoke every
     /// pairing; /par, /token and the FHIR API answer "no longer supported".
     Retire {
@@ -249,6 +287,21 @@ enum AdminCommand {
         #[command(subcommand)]
         command: crate::registry::ValueSetCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum MaintenanceCommand {
+    /// Start a maintenance window.
+    On {
+        /// What Retry-After tells DiGAs (seconds).
+        #[arg(long, default_value_t = 600)]
+        retry_after: u32,
+        /// When the window is planned to end (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// End it.
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,6 +457,14 @@ pub fn run(cli: Cli) -> ExitCode {
             report(request_log(&config.data_dir.join("request-log"), command))
         }
         Command::Admin {
+            command: AdminCommand::Maintenance { common, command },
+        } => {
+            let Some(config) = load_storage_config(&common) else {
+                return ExitCode::from(2);
+            };
+            run_async(maintenance(config, command))
+        }
+        Command::Admin {
             command: AdminCommand::Retire { common, yes },
         } => {
             let Some(config) = load_storage_config(&common) else {
@@ -494,6 +555,16 @@ pub fn run(cli: Cli) -> ExitCode {
             run_async(crate::user::connections(profile, command))
         }
         Command::Pairing { profile, command } => run_async(crate::user::pairing(profile, command)),
+        Command::Devices { profile, command } => {
+            run_async(crate::devices::devices(profile, command))
+        }
+        Command::Readings { profile, command } => {
+            run_async(crate::devices::readings(profile, command))
+        }
+        Command::Simulate { profile, command } => {
+            run_async(crate::devices::simulate(profile, command))
+        }
+        Command::Export { profile, out } => run_async(crate::devices::export(profile, out)),
         Command::Diga { args, command } => run_async(crate::diga::diga(args, command)),
     }
 }
@@ -908,6 +979,75 @@ async fn rotate_token_key(config: Config) -> anyhow::Result<()> {
     .await;
     store.close().await;
     outcome
+}
+
+async fn maintenance(config: Config, command: MaintenanceCommand) -> anyhow::Result<()> {
+    let key_path = config.data_dir.join("audit-checkpoint.key");
+    if !key_path.exists() {
+        anyhow::bail!(
+            "{} does not exist: start `medvault serve` once with this data directory first",
+            key_path.display()
+        );
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now();
+    let window = match &command {
+        MaintenanceCommand::On { retry_after, until } => {
+            if let Some(until) = until {
+                time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                    .context("--until must be an RFC 3339 date-time")?;
+            }
+            if !(1..=86_400).contains(retry_after) {
+                anyhow::bail!("--retry-after must be between 1 and 86400 seconds");
+            }
+            Some(medvault_fhir::status::Maintenance {
+                retry_after_secs: *retry_after,
+                until: until.clone(),
+                since: now
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+            })
+        }
+        MaintenanceCommand::Off => None,
+    };
+    let store = open_store(&config.database).await.context("database")?;
+    let key = load_or_create_audit_key(&key_path)?;
+    let audit = AuditTrail::new(store.clone(), clock.clone(), Arc::new(key));
+    let outcome = async {
+        let text = window.as_ref().map(serde_json::to_string).transpose()?;
+        store
+            .set_hddt_state(
+                medvault_fhir::status::MAINTENANCE_STATE,
+                text.as_deref(),
+                now,
+            )
+            .await?;
+        let detail = medvault_audit::AuditDetail::new()
+            .with("state", if window.is_some() { "on" } else { "off" })?;
+        audit
+            .append(
+                medvault_audit::AuditEvent::new(
+                    "operator:cli",
+                    "-",
+                    "hddt.maintenance",
+                    medvault_audit::Outcome::Success,
+                )
+                .with_detail(detail),
+            )
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    outcome?;
+    match window {
+        Some(window) => println!(
+            "maintenance on: the FHIR API answers 503 with Retry-After: {} (every node within 5 s)",
+            window.retry_after_secs
+        ),
+        None => println!("maintenance off: the FHIR API answers again (every node within 5 s)"),
+    }
+    Ok(())
 }
 
 async fn retire(config: Config) -> anyhow::Result<()> {

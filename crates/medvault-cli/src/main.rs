@@ -13,6 +13,7 @@
 )]
 
 mod commands;
+mod devices;
 mod diga;
 mod patient;
 mod registry;

@@ -11,6 +11,7 @@ pub mod resources;
 pub mod search;
 pub mod service;
 pub mod simulate;
+pub mod status;
 pub mod summary;
 pub mod valuesets;
 pub mod xml;

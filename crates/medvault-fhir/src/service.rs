@@ -23,6 +23,7 @@ use crate::catalogue::{self, DeviceModel, GlucoseUnit};
 use crate::ingest::{self, ChunkPolicy, IngestError, NewDevice, UploadBatch};
 use crate::resources::{self, EntryMode, Severity};
 use crate::search::{self, Cursor, SearchError, Token};
+use crate::status::Maintenance;
 use crate::valuesets;
 
 /// The resource server's settings.
@@ -139,7 +140,11 @@ pub struct ResourceServer {
     clock: Arc<dyn Clock>,
     policy: Arc<FhirPolicy>,
     models: Arc<std::sync::Mutex<HashMap<String, &'static DeviceModel>>>,
+    maintenance: Arc<std::sync::Mutex<Option<CachedMaintenance>>>,
 }
+
+/// The maintenance window last read, and when.
+type CachedMaintenance = (Option<Maintenance>, OffsetDateTime);
 
 /// Devices whose model is cached (cleared when full).
 const MODEL_CACHE_ENTRIES: usize = 100_000;
@@ -152,12 +157,61 @@ impl ResourceServer {
             clock,
             policy: Arc::new(policy),
             models: Arc::default(),
+            maintenance: Arc::default(),
         }
     }
 
     /// The settings.
     pub fn policy(&self) -> &FhirPolicy {
         &self.policy
+    }
+
+    /// The current maintenance window, if the FHIR API is in one (read from
+    /// the database at most every [`crate::status::RECHECK`]).
+    pub async fn maintenance(&self) -> Result<Option<Maintenance>, FhirError> {
+        let now = self.clock.now();
+        let cached = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((window, read_at)) = cached
+            && now >= read_at
+            && now - read_at < crate::status::RECHECK
+        {
+            return Ok(window);
+        }
+        let window = self
+            .store
+            .hddt_state(crate::status::MAINTENANCE_STATE)
+            .await?
+            .and_then(|(value, _)| serde_json::from_str::<Maintenance>(&value).ok());
+        *self
+            .maintenance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((window.clone(), now));
+        Ok(window)
+    }
+
+    /// Switches maintenance on (`Some`) or off, for every node (each sees
+    /// it within [`crate::status::RECHECK`]; this one at once).
+    pub async fn set_maintenance(&self, window: Option<&Maintenance>) -> Result<(), FhirError> {
+        let text = window
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|_| FhirError::Unavailable)?;
+        self.store
+            .set_hddt_state(
+                crate::status::MAINTENANCE_STATE,
+                text.as_deref(),
+                self.clock.now(),
+            )
+            .await?;
+        *self
+            .maintenance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        Ok(())
     }
 
     fn not_before(&self, now: OffsetDateTime) -> OffsetDateTime {

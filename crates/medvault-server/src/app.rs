@@ -207,6 +207,7 @@ pub fn patient_router(state: AppState, extra: Router<AppState>) -> Router {
     let limited = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/status.json", get(crate::fhir::status))
         .merge(crate::api::router())
         .merge(crate::hddt::patient_routes())
         .merge(extra)

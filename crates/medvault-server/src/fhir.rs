@@ -35,7 +35,75 @@ pub enum Format {
 
 /// Public FHIR routes (no client certificate).
 pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/fhir/metadata", get(metadata))
+    Router::new()
+        .route("/fhir/metadata", get(metadata))
+        .route("/status.json", get(status))
+}
+
+/// The public status feed (on both listeners): up, maintenance or retired.
+pub async fn status(State(state): State<AppState>) -> Response {
+    let retired = state.hddt.is_retired().await;
+    let maintenance = state.fhir.maintenance().await;
+    let (Ok(retired), Ok(maintenance)) = (retired, maintenance) else {
+        return unavailable(Format::Json);
+    };
+    let status = if retired {
+        "retired"
+    } else if maintenance.is_some() {
+        "maintenance"
+    } else {
+        "up"
+    };
+    let body = medvault_fhir::status::ServiceStatus {
+        status: status.to_owned(),
+        maintenance,
+        fhir_version: "4.0.1".to_owned(),
+        checked_at: medvault_fhir::resources::instant(state.clock.now()),
+    };
+    let mut response = axum::Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// 410 once HDDT is retired, 503 with the maintenance header during
+/// maintenance; `None` when the API is open.
+async fn closed(state: &AppState, format: Format) -> Option<Response> {
+    match state.hddt.is_retired().await {
+        Ok(true) => {
+            return Some(outcome(
+                StatusCode::GONE,
+                format,
+                "not-supported",
+                "HDDT is no longer supported by this Device Data Recorder (hddt_not_supported)",
+            ));
+        }
+        Ok(false) => {}
+        Err(_) => return Some(unavailable(format)),
+    }
+    match state.fhir.maintenance().await {
+        Ok(None) => None,
+        Ok(Some(window)) => {
+            let mut response = outcome(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format,
+                "transient",
+                "Planned maintenance: the service is back soon (see Retry-After)",
+            );
+            let headers = response.headers_mut();
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(window.retry_after_secs),
+            );
+            headers.insert(
+                medvault_fhir::status::MAINTENANCE_HEADER,
+                HeaderValue::from_static("planned"),
+            );
+            Some(response)
+        }
+        Err(_) => Some(unavailable(format)),
+    }
 }
 
 /// FHIR routes behind the certificate check.
@@ -346,6 +414,9 @@ async fn handle(
     let Some(format) = negotiate(headers, &parameters) else {
         return not_acceptable();
     };
+    if let Some(response) = closed(state, format).await {
+        return response;
+    }
     let (reader, pairing_id) = match access(state, headers, client, path, format).await {
         Ok(granted) => granted,
         Err(response) => return response,

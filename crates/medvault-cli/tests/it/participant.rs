@@ -1161,3 +1161,155 @@ async fn the_diga_reference_client_pairs_refreshes_and_unpairs() {
     assert_eq!(pairings[0].revoke_reason.as_deref(), Some("client"));
     server.stop().await;
 }
+
+/// Devices and readings from the command line: the catalogue, a CGM and a
+/// meter, a CSV upload (a second run stores nothing twice), two simulated
+/// days, calibration, the export; the operator's maintenance switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_uploads_device_data_from_the_command_line() {
+    let server = TestServer::start().await;
+    let data_dir = server.data_dir.path().to_str().unwrap().to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let ca = work.path().join("tls-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let url = server.patient_url("/");
+    let patient = work.path().join("patient");
+    ok(&medvault(
+        &patient,
+        &[
+            "account",
+            "register",
+            "--server",
+            &url,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--kind",
+            "patient",
+            "--email",
+            "dana@example.org",
+        ],
+        "device passphrase\n",
+    )
+    .await);
+    ok(&medvault(
+        &patient,
+        &["account", "login", "--email", "dana@example.org"],
+        "device passphrase\n",
+    )
+    .await);
+    let models = ok(&medvault(&patient, &["devices", "models"], "").await);
+    assert!(
+        models.contains("glukko-cgm-18") && models.contains("needs calibration"),
+        "{models}"
+    );
+    let added = ok(&medvault(
+        &patient,
+        &[
+            "devices",
+            "add",
+            "glukko-meter-5",
+            "--serial",
+            "M-77",
+            "--unit",
+            "mmol/L",
+        ],
+        "",
+    )
+    .await);
+    let meter = added.trim().rsplit(' ').next().unwrap().to_owned();
+    let refused = medvault(
+        &patient,
+        &["devices", "add", "free text model", "--serial", "1"],
+        "",
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("catalogue"));
+
+    let csv = work.path().join("meter.csv");
+    let at = |minutes: i64| {
+        (medvault_core::Clock::now(&*server.clock) - time::Duration::minutes(minutes))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    std::fs::write(
+        &csv,
+        format!(
+            "device,time,value,unit,limit\n{meter},{},5.4,mmol/L,\n{meter},{},,mmol/L,high\n",
+            at(120),
+            at(60)
+        ),
+    )
+    .unwrap();
+    let uploaded =
+        ok(&medvault(&patient, &["readings", "upload", csv.to_str().unwrap()], "").await);
+    assert!(uploaded.starts_with("2 readings stored"), "{uploaded}");
+    let again = ok(&medvault(&patient, &["readings", "upload", csv.to_str().unwrap()], "").await);
+    assert!(again.contains("had been stored before"), "{again}");
+
+    let simulated = ok(&medvault(&patient, &["simulate", "cgm", "--days", "2"], "").await);
+    assert!(
+        simulated.starts_with("576 simulated CGM readings"),
+        "{simulated}"
+    );
+    let listed = ok(&medvault(&patient, &["devices", "list"], "").await);
+    let cgm = listed
+        .lines()
+        .find(|line| line.contains("GlukkoCGM"))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let calibrated = ok(&medvault(&patient, &["devices", "calibrate", &cgm], "").await);
+    assert!(
+        calibrated.contains("calibration calibrated"),
+        "{calibrated}"
+    );
+    let out = work.path().join("export.json");
+    ok(&medvault(&patient, &["export", "--out", out.to_str().unwrap()], "").await);
+    let export: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let observations = export["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Observation")
+        .count();
+    // Two meter readings and two days of hourly CGM chunks (49 or 50).
+    assert!((51..=52).contains(&observations), "{observations}");
+
+    // The operator's maintenance switch and the public status feed.
+    let on = crate::process::run(&[
+        "admin",
+        "maintenance",
+        "--data-dir",
+        &data_dir,
+        "on",
+        "--retry-after",
+        "300",
+    ]);
+    assert!(on.status.success(), "{on:?}");
+    server.clock.advance(time::Duration::seconds(6));
+    let feed: serde_json::Value = server
+        .client(None)
+        .get(server.patient_url("/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["status"], "maintenance");
+    assert_eq!(feed["maintenance"]["retry_after_secs"], 300);
+    let off = crate::process::run(&["admin", "maintenance", "--data-dir", &data_dir, "off"]);
+    assert!(off.status.success(), "{off:?}");
+    server.clock.advance(time::Duration::seconds(6));
+    let feed: serde_json::Value = server
+        .client(None)
+        .get(server.patient_url("/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["status"], "up");
+}

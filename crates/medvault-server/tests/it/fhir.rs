@@ -899,6 +899,44 @@ async fn requests_outside_the_rules_get_the_guides_answers(backend: Backend) {
     );
     let (status, _, _) = fhir_get(server, &setup.bg_only, token, "/fhir/Observation").await;
     assert_eq!(status, 401, "a token of another DiGA");
+    // Planned maintenance: 503 transient, Retry-After, the maintenance
+    // header; the public status feed says so; then back.
+    let status_feed = |server: &TestServer| {
+        let client = server.client(None);
+        let url = server.hddt_url("/status.json");
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status_feed(server).await["status"], "up");
+    server
+        .state()
+        .fhir
+        .set_maintenance(Some(&medvault_fhir::status::Maintenance {
+            retry_after_secs: 120,
+            until: None,
+            since: medvault_fhir::resources::instant(server.clock.now()),
+        }))
+        .await
+        .unwrap();
+    let (status, headers, body) = fhir_get(server, &setup.diga, token, "/fhir/Observation").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "120");
+    assert_eq!(headers["x-hddt-maintenance"], "planned");
+    assert_eq!(body["issue"][0]["code"], "transient");
+    let feed = status_feed(server).await;
+    assert_eq!(feed["status"], "maintenance");
+    assert_eq!(feed["maintenance"]["retry_after_secs"], 120);
+    server.state().fhir.set_maintenance(None).await.unwrap();
+    let (status, _, _) = fhir_get(server, &setup.diga, token, "/fhir/Observation?_count=1").await;
+    assert_eq!(status, 200);
     // Expired.
     server.clock.advance(time::Duration::minutes(11));
     server.state().allow_list.reload().await.unwrap();
