@@ -933,9 +933,10 @@ impl ResourceServer {
                 if !seen.insert(chunk.device_id.clone()) {
                     continue;
                 }
+                // The summary Bundle's profile admits Devices, not
+                // DeviceMetrics (the OperationDefinition's text names both).
                 if let Some(device) = self.store.device(&chunk.device_id, false).await? {
                     devices.extend(self.render_device(&device, false));
-                    devices.extend(self.render_device(&device, true));
                 }
             }
         }
