@@ -20,6 +20,7 @@
 //! treated as stolen: the grant and every token of it are revoked
 //! (RFC 9700 §4.14.2).
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use medvault_audit::{AuditDetail, AuditEvent, AuditTrail, Outcome};
@@ -349,7 +350,15 @@ pub struct AuthorizationServer {
     trust: TrustCache,
     policy: Arc<AuthorizationPolicy>,
     retired: Arc<RwLock<Option<(bool, OffsetDateTime)>>>,
+    verified: Arc<RwLock<HashMap<[u8; 32], AccessClaims>>>,
 }
+
+/// Access tokens whose signature was checked, by SHA-256 of the token: a
+/// DiGA sends the same token until it expires, and the ES256 verification
+/// was a third of a request's cost. Only the signature check is skipped;
+/// expiry, the client, the registry and the live grant are checked on every
+/// request. Cleared when full.
+const VERIFIED_TOKENS: usize = 50_000;
 
 /// How long a node trusts its last reading of the retired switch.
 const RETIRED_RECHECK: Duration = Duration::seconds(5);
@@ -392,6 +401,7 @@ impl AuthorizationServer {
             trust,
             policy: Arc::new(policy),
             retired: Arc::default(),
+            verified: Arc::default(),
         }
     }
 
@@ -1612,12 +1622,33 @@ impl AuthorizationServer {
         {
             return Err(AccessError::Unavailable);
         }
-        let claims: AccessClaims = self
-            .keys
-            .verify(ACCESS_TOKEN_TYPE, token)
-            .await
-            .map_err(|_| AccessError::Unavailable)?
-            .ok_or(AccessError::NotSigned)?;
+        let digest = sha256(token.as_bytes());
+        let cached = self
+            .verified
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&digest)
+            .cloned();
+        let claims: AccessClaims = match cached {
+            Some(claims) => claims,
+            None => {
+                let claims: AccessClaims = self
+                    .keys
+                    .verify(ACCESS_TOKEN_TYPE, token)
+                    .await
+                    .map_err(|_| AccessError::Unavailable)?
+                    .ok_or(AccessError::NotSigned)?;
+                let mut verified = self
+                    .verified
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if verified.len() >= VERIFIED_TOKENS {
+                    verified.clear();
+                }
+                verified.insert(digest, claims.clone());
+                claims
+            }
+        };
         if claims.iss != self.policy.issuer {
             return Err(AccessError::Issuer);
         }

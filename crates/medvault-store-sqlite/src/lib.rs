@@ -129,6 +129,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before every use: it doubled the round trips of every
+            // query. A connection that broke fails its next query, which
+            // maps to `Unavailable` (503) and is dropped from the pool.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(map_error)?;

@@ -75,6 +75,8 @@ macro_rules! store_conformance_tests {
             patient_credentials_issue_once_and_revoke_for_good,
             hddt_requests_codes_and_refresh_tokens_are_used_once,
             hddt_grants_are_revoked_by_selector,
+            device_data_batches_are_atomic_and_idempotent,
+            device_data_searches_page_and_hide,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -2196,4 +2198,397 @@ pub async fn hddt_grants_are_revoked_by_selector(store: &dyn Store) {
             .unwrap(),
         [third]
     );
+}
+
+fn device_row(id: &str, patient: &str, metric: Option<&str>) -> crate::DeviceRowV1 {
+    crate::DeviceRowV1 {
+        id: id.to_owned(),
+        patient_uid: patient.to_owned(),
+        model: "glukko-cgm-18".to_owned(),
+        serial_number: format!("SN-{id}"),
+        unit: "mg/dL".to_owned(),
+        status: "active".to_owned(),
+        version: 1,
+        created_at: T0,
+        updated_at: T0,
+        last_sync_at: None,
+        metric_id: metric.map(str::to_owned),
+        metric_version: 1,
+        calibration_state: "not-calibrated".to_owned(),
+        calibration_time: None,
+        calibration_epoch: 0,
+    }
+}
+
+fn chunk_row(id: &str, patient: &str, device: &str, hour: i64) -> crate::ObservationRowV1 {
+    crate::ObservationRowV1 {
+        id: id.to_owned(),
+        patient_uid: patient.to_owned(),
+        device_id: device.to_owned(),
+        metric_id: None,
+        kind: crate::ObservationKind::Chunk,
+        code: "99504-3".to_owned(),
+        effective_start: T0 + Duration::hours(hour),
+        effective_end: T0 + Duration::hours(hour + 1),
+        value: None,
+        comparator: None,
+        unit: "mg/dL".to_owned(),
+        period_ms: Some(300_000),
+        samples: None,
+        status: "preliminary".to_owned(),
+        version: 1,
+        last_updated: T0,
+        epoch: 0,
+    }
+}
+
+fn single_row(
+    id: &str,
+    patient: &str,
+    device: &str,
+    minute: i64,
+    value: f64,
+) -> crate::ObservationRowV1 {
+    crate::ObservationRowV1 {
+        id: id.to_owned(),
+        kind: crate::ObservationKind::Single,
+        code: "41653-7".to_owned(),
+        effective_start: T0 + Duration::minutes(minute),
+        effective_end: T0 + Duration::minutes(minute),
+        value: Some(value),
+        period_ms: None,
+        status: "final".to_owned(),
+        ..chunk_row(id, patient, device, 0)
+    }
+}
+
+fn batch(
+    patient: &str,
+    id: &str,
+    singles: Vec<crate::ObservationRowV1>,
+    chunks: Vec<crate::ChunkSamples>,
+) -> crate::IngestBatch {
+    crate::IngestBatch {
+        patient_uid: patient.to_owned(),
+        batch_id: id.to_owned(),
+        digest: crate::devicedata::EMPTY_SLOT.repeat(32).into_bytes(),
+        received_at: T0 + Duration::days(1),
+        reading_count: i64::try_from(
+            singles.len() + chunks.iter().map(|c| c.samples.len()).sum::<usize>(),
+        )
+        .unwrap(),
+        singles,
+        chunks,
+        syncs: Vec::new(),
+    }
+}
+
+/// A batch is stored whole or not at all, a replay changes nothing, chunk
+/// samples merge, and a conflicting reading rolls the whole batch back.
+pub async fn device_data_batches_are_atomic_and_idempotent(store: &dyn Store) {
+    let [patient, _, _] = three_participants(store).await;
+    store
+        .insert_device(&device_row("dev1", &patient, None))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .insert_device(&device_row("dev1", &patient, None))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let samples = |list: &[(usize, &str)]| {
+        list.iter()
+            .map(|(s, t)| (*s, (*t).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let first = batch(
+        &patient,
+        "b1",
+        vec![single_row("s1", &patient, "dev1", 5, 100.0)],
+        vec![crate::ChunkSamples {
+            chunk: chunk_row("c1", &patient, "dev1", 0),
+            samples: samples(&[(0, "100"), (2, "L")]),
+        }],
+    );
+    assert_eq!(
+        store.ingest(&first).await.unwrap(),
+        crate::IngestOutcome::Stored { readings: 3 }
+    );
+    assert!(matches!(
+        store.ingest(&first).await.unwrap(),
+        crate::IngestOutcome::Replayed { readings: 3, .. }
+    ));
+    let mut other = first.clone();
+    other.digest = vec![1; 32];
+    assert_eq!(
+        store.ingest(&other).await.unwrap(),
+        crate::IngestOutcome::BatchConflict
+    );
+    // More samples into the same chunk (another id proposed: the stored one stays).
+    let second = batch(
+        &patient,
+        "b2",
+        vec![single_row("s2", &patient, "dev1", 10, 101.0)],
+        vec![crate::ChunkSamples {
+            chunk: chunk_row("c-other", &patient, "dev1", 0),
+            samples: samples(&[(1, "101")]),
+        }],
+    );
+    assert_eq!(
+        store.ingest(&second).await.unwrap(),
+        crate::IngestOutcome::Stored { readings: 2 }
+    );
+    let chunk = store.observation("c1").await.unwrap().unwrap();
+    assert_eq!(chunk.samples.as_deref(), Some("100 101 L"));
+    assert_eq!(chunk.version, 2);
+    assert!(store.observation("c-other").await.unwrap().is_none());
+    // A conflicting sample rolls back the new single reading of the same batch.
+    let bad = batch(
+        &patient,
+        "b3",
+        vec![single_row("s3", &patient, "dev1", 20, 102.0)],
+        vec![crate::ChunkSamples {
+            chunk: chunk_row("c1", &patient, "dev1", 0),
+            samples: samples(&[(1, "99")]),
+        }],
+    );
+    assert!(matches!(
+        store.ingest(&bad).await.unwrap(),
+        crate::IngestOutcome::ReadingConflict { .. }
+    ));
+    assert!(store.observation("s3").await.unwrap().is_none());
+    // The same single reading again is fine; another value at that time is not.
+    let same = batch(
+        &patient,
+        "b4",
+        vec![single_row("s1-again", &patient, "dev1", 5, 100.0)],
+        vec![],
+    );
+    assert_eq!(
+        store.ingest(&same).await.unwrap(),
+        crate::IngestOutcome::Stored { readings: 1 }
+    );
+    let changed = batch(
+        &patient,
+        "b5",
+        vec![single_row("s1-changed", &patient, "dev1", 5, 120.0)],
+        vec![],
+    );
+    assert!(matches!(
+        store.ingest(&changed).await.unwrap(),
+        crate::IngestOutcome::ReadingConflict { .. }
+    ));
+    // A later reading of the device finalizes the chunk.
+    let mut later = batch(
+        &patient,
+        "b6",
+        vec![single_row("s4", &patient, "dev1", 90, 103.0)],
+        vec![],
+    );
+    later.syncs = vec![crate::DeviceSync {
+        device_id: "dev1".into(),
+        latest_reading: T0 + Duration::minutes(90),
+    }];
+    store.ingest(&later).await.unwrap();
+    let chunk = store.observation("c1").await.unwrap().unwrap();
+    assert_eq!((chunk.status.as_str(), chunk.version), ("final", 3));
+    assert!(
+        store
+            .device("dev1", false)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_sync_at
+            .is_some()
+    );
+}
+
+/// Searches: only the patient's rows of the asked codes, in order, paged
+/// by keyset; devices only through a visible Observation; versions kept.
+pub async fn device_data_searches_page_and_hide(store: &dyn Store) {
+    let [patient, other, _] = three_participants(store).await;
+    store
+        .insert_device(&device_row("dev1", &patient, Some("met1")))
+        .await
+        .unwrap();
+    store
+        .insert_device(&device_row("dev2", &other, None))
+        .await
+        .unwrap();
+    store
+        .insert_device(&device_row("dev3", &patient, None))
+        .await
+        .unwrap();
+    let mut chunks = Vec::new();
+    for hour in 0..5 {
+        let mut row = chunk_row(&format!("c{hour}"), &patient, "dev1", hour);
+        row.metric_id = Some("met1".into());
+        chunks.push(crate::ChunkSamples {
+            chunk: row,
+            samples: vec![(0, "100".into())],
+        });
+    }
+    store
+        .ingest(&batch(
+            &patient,
+            "p",
+            vec![single_row("s1", &patient, "dev3", 30, 99.0)],
+            chunks,
+        ))
+        .await
+        .unwrap();
+    store
+        .ingest(&batch(
+            &other,
+            "o",
+            vec![],
+            vec![crate::ChunkSamples {
+                chunk: chunk_row("x0", &other, "dev2", 0),
+                samples: vec![(0, "90".into())],
+            }],
+        ))
+        .await
+        .unwrap();
+    let query =
+        |codes: &[&str], after: Option<(i64, String)>, descending: bool| crate::ObservationQuery {
+            patient_uid: patient.clone(),
+            codes: codes.iter().map(|c| (*c).to_owned()).collect(),
+            ids: None,
+            date: vec![],
+            last_updated: vec![],
+            value: vec![],
+            not_before: T0 - Duration::days(30),
+            descending,
+            after,
+            limit: 2,
+        };
+    let ids =
+        |rows: Vec<crate::ObservationRowV1>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .search_observations(&query(&["99504-3", "41653-7"], after.clone(), false))
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((crate::to_unix_micros(last.effective_start), last.id.clone()));
+        seen.extend(ids(page));
+    }
+    assert_eq!(seen, ["c0", "s1", "c1", "c2", "c3", "c4"]);
+    let newest = store
+        .search_observations(&query(&["99504-3"], None, true))
+        .await
+        .unwrap();
+    assert_eq!(ids(newest), ["c4", "c3"]);
+    // A date filter on the period (ge 02:30 to 02:59:59.999999 overlaps c2).
+    let mut dated = query(&["99504-3"], None, false);
+    dated.limit = 10;
+    dated.date = vec![crate::RangeFilter {
+        op: crate::RangeOp::Ge,
+        low: crate::to_unix_micros(T0 + Duration::minutes(150)),
+        high: crate::to_unix_micros(T0 + Duration::minutes(180)) - 1,
+    }];
+    assert_eq!(
+        ids(store.search_observations(&dated).await.unwrap()),
+        ["c2", "c3", "c4"]
+    );
+    // Devices: dev1 through its chunks, its metric only through them; dev3
+    // only while blood-glucose codes are visible; never another patient's.
+    let devices = |codes: &[&str], metrics_only: bool| crate::DeviceQuery {
+        patient_uid: patient.clone(),
+        visible_codes: codes.iter().map(|c| (*c).to_owned()).collect(),
+        not_before: T0 - Duration::days(30),
+        device_ids: None,
+        metric_ids: None,
+        models: None,
+        metrics_only,
+        after: None,
+        limit: 10,
+    };
+    let device_ids =
+        |rows: Vec<crate::DeviceRowV1>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        device_ids(
+            store
+                .search_devices(&devices(&["99504-3"], false))
+                .await
+                .unwrap()
+        ),
+        ["dev1"]
+    );
+    assert_eq!(
+        device_ids(
+            store
+                .search_devices(&devices(&["99504-3", "41653-7"], false))
+                .await
+                .unwrap()
+        ),
+        ["dev1", "dev3"]
+    );
+    assert_eq!(
+        device_ids(
+            store
+                .search_devices(&devices(&["41653-7"], true))
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        device_ids(
+            store
+                .search_devices(&devices(&["99504-3"], true))
+                .await
+                .unwrap()
+        ),
+        ["dev1"]
+    );
+    // A calibration versions the metric, finalizes open chunks, keeps history.
+    let mut calibrated = store.device("met1", true).await.unwrap().unwrap();
+    calibrated.metric_version = 2;
+    calibrated.calibration_state = "calibrated".into();
+    calibrated.calibration_epoch = 1;
+    assert!(store.update_device(&calibrated, (1, 1)).await.unwrap());
+    assert!(
+        !store.update_device(&calibrated, (1, 1)).await.unwrap(),
+        "a stale version loses"
+    );
+    assert_eq!(
+        store.observation("c4").await.unwrap().unwrap().status,
+        "final"
+    );
+    let old = store
+        .device_version("met1", true, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.calibration_state, "not-calibrated");
+    assert_eq!(
+        store
+            .device_version("dev1", false, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .metric_version,
+        2
+    );
+    assert!(
+        store
+            .device_version("met1", true, 3)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let all = store
+        .observations_of_patient(
+            &patient,
+            T0 - Duration::days(1),
+            T0 + Duration::days(1),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(all), ["c0", "s1", "c1", "c2", "c3", "c4"]);
 }

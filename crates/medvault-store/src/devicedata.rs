@@ -443,6 +443,28 @@ impl SqlBuilder {
     }
 }
 
+/// The longest effective period of any Observation (a CGM chunk spans at
+/// most a day; a single reading none), in microseconds. Searches derive
+/// bounds on the indexed start column from it, so that a date condition on
+/// the period's end still narrows an index range instead of a scan.
+pub const MAX_EFFECTIVE_SPAN_US: i64 = 86_400_000_000;
+
+/// Bounds `[low, high]` on the effective start that `filter` implies for
+/// every row (`end - start <= MAX_EFFECTIVE_SPAN_US`).
+fn start_bounds(filter: &RangeFilter) -> (Option<i64>, Option<i64>) {
+    let span = MAX_EFFECTIVE_SPAN_US;
+    match filter.op {
+        RangeOp::Eq => (Some(filter.low), Some(filter.high)),
+        RangeOp::Ne => (None, None),
+        // end > high  =>  start > high - span
+        RangeOp::Gt => (Some(filter.high.saturating_sub(span)), None),
+        RangeOp::Lt | RangeOp::Eb => (None, Some(filter.low)),
+        RangeOp::Ge | RangeOp::Ap => (Some(filter.low.saturating_sub(span)), None),
+        RangeOp::Le => (None, Some(filter.high)),
+        RangeOp::Sa => (Some(filter.high), None),
+    }
+}
+
 /// The SQL of an authorized Observation search.
 pub fn observation_search_sql(
     query: &ObservationQuery,
@@ -458,6 +480,24 @@ pub fn observation_search_sql(
         .bind(SqlValue::Int(crate::to_unix_micros(query.not_before)));
     if let Some(ids) = &query.ids {
         sql.push(" AND id IN ").bind_list(ids);
+    }
+    // Index bounds implied by the historic limit and the date conditions.
+    let mut low = crate::to_unix_micros(query.not_before).saturating_sub(MAX_EFFECTIVE_SPAN_US);
+    let mut high = None::<i64>;
+    for filter in &query.date {
+        let (from, to) = start_bounds(filter);
+        if let Some(from) = from {
+            low = low.max(from);
+        }
+        if let Some(to) = to {
+            high = Some(high.map_or(to, |h| h.min(to)));
+        }
+    }
+    sql.push(" AND effective_start_us >= ")
+        .bind(SqlValue::Int(low));
+    if let Some(high) = high {
+        sql.push(" AND effective_start_us <= ")
+            .bind(SqlValue::Int(high));
     }
     for filter in &query.date {
         sql.range("effective_start_us", "effective_end_us", filter);
@@ -659,6 +699,63 @@ mod tests {
         assert_eq!(merge_samples(None, &samples(&[(12, "1")]), 12), Err(12));
     }
 
+    /// What a filter means on one row (FHIR R4 search prefixes).
+    fn matches(filter: &RangeFilter, start: i64, end: i64) -> bool {
+        let contained = start >= filter.low && end <= filter.high;
+        match filter.op {
+            RangeOp::Eq => contained,
+            RangeOp::Ne => !contained,
+            RangeOp::Gt => end > filter.high,
+            RangeOp::Lt => start < filter.low,
+            RangeOp::Ge => end > filter.high || contained,
+            RangeOp::Le => start < filter.low || contained,
+            RangeOp::Sa => start > filter.high,
+            RangeOp::Eb => end < filter.low,
+            RangeOp::Ap => start <= filter.high && end >= filter.low,
+        }
+    }
+
+    #[test]
+    fn index_bounds_never_exclude_a_matching_row() {
+        let ops = [
+            RangeOp::Eq,
+            RangeOp::Ne,
+            RangeOp::Gt,
+            RangeOp::Lt,
+            RangeOp::Ge,
+            RangeOp::Le,
+            RangeOp::Sa,
+            RangeOp::Eb,
+            RangeOp::Ap,
+        ];
+        let hour = 3_600_000_000_i64;
+        let points: Vec<i64> = (-60..60).map(|h| h * hour / 2).collect();
+        let spans = [0, hour, MAX_EFFECTIVE_SPAN_US];
+        for op in ops {
+            for &low in points.iter().step_by(7) {
+                for width in [0, hour - 1, 86_400_000_000 - 1] {
+                    let filter = RangeFilter {
+                        op,
+                        low,
+                        high: low + width,
+                    };
+                    let (from, to) = start_bounds(&filter);
+                    for &start in &points {
+                        for span in spans {
+                            if matches(&filter, start, start + span) {
+                                assert!(
+                                    from.is_none_or(|f| start >= f),
+                                    "{filter:?} {start} {span}"
+                                );
+                                assert!(to.is_none_or(|t| start <= t), "{filter:?} {start} {span}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn numbered(n: usize) -> String {
         format!("?{n}")
     }
@@ -685,15 +782,15 @@ mod tests {
         assert!(text.contains("code IN (?2, ?3)"), "{text}");
         assert!(
             text.contains(
-                "(effective_end_us > ?5 OR (effective_start_us >= ?6 AND effective_end_us <= ?7))"
+                "(effective_end_us > ?6 OR (effective_start_us >= ?7 AND effective_end_us <= ?8))"
             ),
             "{text}"
         );
         assert!(
-            text.contains("ORDER BY effective_start_us DESC, id DESC LIMIT ?11"),
+            text.contains("ORDER BY effective_start_us DESC, id DESC LIMIT ?12"),
             "{text}"
         );
-        assert_eq!(values.len(), 11);
+        assert_eq!(values.len(), 12);
         assert_eq!(values.last(), Some(&SqlValue::Int(50)));
     }
 }
