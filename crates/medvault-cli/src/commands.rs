@@ -101,6 +101,13 @@ enum Command {
         #[command(subcommand)]
         command: crate::devices::SimulateCommand,
     },
+    /// The patient portal in a browser: `portal ticket` makes a one-time login ticket.
+    Portal {
+        #[command(flatten)]
+        profile: crate::user::ProfileArgs,
+        #[command(subcommand)]
+        command: crate::devices::PortalCommand,
+    },
     /// All your device data as a FHIR R4 Bundle (patients).
     Export {
         #[command(flatten)]
@@ -565,6 +572,7 @@ pub fn run(cli: Cli) -> ExitCode {
             run_async(crate::devices::simulate(profile, command))
         }
         Command::Export { profile, out } => run_async(crate::devices::export(profile, out)),
+        Command::Portal { profile, command } => run_async(crate::devices::portal(profile, command)),
         Command::Diga { args, command } => run_async(crate::diga::diga(args, command)),
     }
 }

@@ -82,6 +82,13 @@ pub enum SimulateCommand {
     },
 }
 
+/// `medvault portal ...`.
+#[derive(Debug, Subcommand)]
+pub enum PortalCommand {
+    /// A one-time login ticket for the portal page (a few minutes).
+    Ticket,
+}
+
 /// The most readings sent in one request.
 const BATCH: usize = 10_000;
 
@@ -379,6 +386,18 @@ pub async fn export(args: ProfileArgs, out: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
+/// `medvault portal ticket`.
+pub async fn portal(args: ProfileArgs, command: PortalCommand) -> anyhow::Result<()> {
+    let context = Profiled::new(&args)?;
+    let session = context.session()?;
+    let PortalCommand::Ticket = command;
+    let ticket = session.portal_ticket().await?;
+    println!("portal ticket: {}", ticket.ticket);
+    println!("valid until:   {}", ticket.expires_at);
+    println!("open {}portal and enter it", session.server_url());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,3 +415,4 @@ mod tests {
         assert!(parse_csv("a,b\n").is_err());
     }
 }
+

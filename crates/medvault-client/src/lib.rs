@@ -169,6 +169,11 @@ impl Client {
             .map_err(|_| ClientError::Verification("CA public key"))
     }
 
+    /// The server's base URL.
+    pub fn base_url(&self) -> &url::Url {
+        &self.base
+    }
+
     /// The pinned CA.
     pub fn ca(&self) -> &PinnedCa {
         &self.ca

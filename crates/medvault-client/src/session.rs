@@ -229,6 +229,23 @@ impl Session {
         self.client.get("api/v1/export/fhir", &self.token).await
     }
 
+    /// The server's base URL.
+    pub fn server_url(&self) -> &url::Url {
+        self.client.base_url()
+    }
+
+    /// A one-time login ticket for the patient portal in a browser (patients
+    /// and auditors; a few minutes).
+    pub async fn portal_ticket(&self) -> Result<medvault_proto::hddt::PairingTicket, ClientError> {
+        self.client
+            .post(
+                "api/v1/portal/tickets",
+                &serde_json::json!({}),
+                Some(&self.token),
+            )
+            .await
+    }
+
     /// This patient's HDDT pairings (every consent, newest first).
     pub async fn pairings(&self) -> Result<Vec<medvault_proto::hddt::PairingView>, ClientError> {
         self.client.get("api/v1/hddt/pairings", &self.token).await

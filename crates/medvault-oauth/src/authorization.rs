@@ -360,6 +360,9 @@ pub struct AuthorizationServer {
 /// request. Cleared when full.
 const VERIFIED_TOKENS: usize = 50_000;
 
+/// What a portal ticket's hash is prefixed with.
+const PORTAL_TICKET_DOMAIN: &str = "portal:";
+
 /// How long a node trusts its last reading of the retired switch.
 const RETIRED_RECHECK: Duration = Duration::seconds(5);
 
@@ -1317,6 +1320,36 @@ impl AuthorizationServer {
         &self,
         patient_uid: &str,
     ) -> Result<(String, OffsetDateTime), StoreError> {
+        self.issue_ticket_in(patient_uid, "").await
+    }
+
+    /// A one-time ticket for the patient portal (`participant_uid` may be a
+    /// patient or an auditor). Its hash is domain-separated from consent
+    /// tickets: neither works on the other's page.
+    pub async fn issue_portal_ticket(
+        &self,
+        participant_uid: &str,
+    ) -> Result<(String, OffsetDateTime), StoreError> {
+        self.issue_ticket_in(participant_uid, PORTAL_TICKET_DOMAIN)
+            .await
+    }
+
+    /// Takes a portal ticket; whose it was (`None`: unknown, used or expired).
+    pub async fn redeem_portal_ticket(&self, ticket: &str) -> Result<Option<String>, StoreError> {
+        let normalized = normalize_ticket(ticket);
+        self.store
+            .take_login_ticket(
+                &hash(&format!("{PORTAL_TICKET_DOMAIN}{normalized}")),
+                self.clock.now(),
+            )
+            .await
+    }
+
+    async fn issue_ticket_in(
+        &self,
+        patient_uid: &str,
+        domain: &str,
+    ) -> Result<(String, OffsetDateTime), StoreError> {
         let mut bytes = [0u8; 20];
         medvault_crypto::random_fill(&mut bytes)
             .map_err(|_| StoreError::Unavailable("random".to_owned()))?;
@@ -1329,7 +1362,7 @@ impl AuthorizationServer {
         let expires_at = now + self.policy.ticket_lifetime;
         self.store
             .insert_login_ticket(&LoginTicketRowV1 {
-                ticket_hash: hash(&ticket),
+                ticket_hash: hash(&format!("{domain}{ticket}")),
                 patient_uid: patient_uid.to_owned(),
                 created_at: now,
                 expires_at,

@@ -210,6 +210,7 @@ pub fn patient_router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/status.json", get(crate::fhir::status))
         .merge(crate::api::router())
         .merge(crate::hddt::patient_routes())
+        .merge(crate::portal::routes())
         .merge(extra)
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes));

@@ -789,6 +789,9 @@ pub fn spawn_hddt_maintenance(
             {
                 tracing::warn!(%error, "purge of expired authorization requests failed");
             }
+            if let Err(error) = crate::portal::purge_sessions(&state).await {
+                tracing::warn!(%error, "purge of expired portal sessions failed");
+            }
             // Another node may have rotated the signing key.
             state.hddt.keys().forget_cached();
             if let Err(error) = state.hddt.keys().reload_public().await {

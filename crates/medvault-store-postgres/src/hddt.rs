@@ -218,6 +218,21 @@ impl HddtStore for PostgresStore {
         Ok(opened.rows_affected() == 1)
     }
 
+    async fn take_login_ticket(
+        &self,
+        ticket_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(
+            "DELETE FROM hddt_login_tickets WHERE ticket_hash = $1 AND expires_at_us > $2 RETURNING patient_uid",
+        )
+        .bind(ticket_hash)
+        .bind(to_unix_micros(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)
+    }
+
     async fn insert_login_ticket(&self, row: &LoginTicketRowV1) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(map_error)?;
         sqlx::query("DELETE FROM hddt_login_tickets WHERE patient_uid = $1")

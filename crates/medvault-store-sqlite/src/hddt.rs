@@ -222,6 +222,21 @@ impl HddtStore for SqliteStore {
         Ok(opened.rows_affected() == 1)
     }
 
+    async fn take_login_ticket(
+        &self,
+        ticket_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(
+            "DELETE FROM hddt_login_tickets WHERE ticket_hash = ? AND expires_at_us > ? RETURNING patient_uid",
+        )
+        .bind(ticket_hash)
+        .bind(to_unix_micros(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)
+    }
+
     async fn insert_login_ticket(&self, row: &LoginTicketRowV1) -> Result<(), StoreError> {
         let mut transaction = self
             .pool

@@ -212,6 +212,13 @@ pub trait HddtStore: Send + Sync {
     /// Stores a login ticket, replacing the patient's earlier ones.
     async fn insert_login_ticket(&self, row: &LoginTicketRowV1) -> Result<(), StoreError>;
 
+    /// Takes (deletes) an unexpired login ticket; whose it was.
+    async fn take_login_ticket(
+        &self,
+        ticket_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Uses a login ticket on an open interaction (matching CSRF hash, no
     /// patient yet, not finished, in time), in one transaction: the ticket is
     /// gone and the patient is bound. Returns the patient, or `None`.

@@ -1018,3 +1018,131 @@ async fn requests_outside_the_rules_get_the_guides_answers(backend: Backend) {
     );
     validate_captured(server, "fhir refusals");
 }
+
+/// The page source once it contains `needle` (the page a click started has
+/// loaded), within ten seconds.
+async fn wait_for(browser: &crate::pairing::WebDriver, needle: &str) -> String {
+    for _ in 0..100 {
+        let source = browser.page_source().await;
+        if source.contains(needle) {
+            return source;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the page never showed {needle:?}: {}",
+        browser.page_source().await
+    );
+}
+
+/// The patient portal as a patient and an auditor meet it, in headless
+/// Chromium (no script on the page): a portal ticket from the app, devices,
+/// the two glucose charts with the target range, the pairing revoked with a
+/// click (the DiGA's next request is refused), the audit trail; the auditor
+/// sees everyone's trail and no revoke button.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patient_portal_works_in_headless_chromium() {
+    let Some(chromedriver) = tokio::task::spawn_blocking(crate::pairing::chromedriver)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let setup = setup(Backend::Sqlite).await.unwrap();
+    let server = &setup.server;
+    let erika = patient(server, "erika@example.org").await;
+    fill(server, &erika, 4).await;
+    let tokens = hddt::pair(
+        server,
+        &setup.diga,
+        DIGA,
+        REDIRECT,
+        &erika,
+        &format!("{CGM_SCOPE} {DEVICE_SCOPES}"),
+        &[CGM_MIV],
+    )
+    .await;
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let (status, _, _) = fhir_get(server, &setup.diga, &token, "/fhir/Observation?_count=1").await;
+    assert_eq!(status, 200);
+    // A consent ticket does not open the portal (and the other way round).
+    let consent_ticket = erika.pairing_ticket().await.unwrap();
+    let browser = crate::pairing::WebDriver::start(&chromedriver).await;
+    browser.go(&server.patient_url("/portal")).await;
+    browser
+        .type_into("input[name=ticket]", &consent_ticket.ticket)
+        .await;
+    browser.click("button[type=submit]").await;
+    wait_for(&browser, "unknown, used or expired").await;
+
+    let ticket = erika.portal_ticket().await.unwrap();
+    browser
+        .type_into("input[name=ticket]", &ticket.ticket)
+        .await;
+    browser.click("button[type=submit]").await;
+    let source = wait_for(&browser, "Devices").await;
+    assert!(
+        source.contains("GlukkoCGM 18") && source.contains("Glukko Meter 5"),
+        "{source}"
+    );
+    assert!(source.contains("Last 24 hours") && source.contains("Last 14 days"));
+    assert!(source.contains("class=\"target\""), "target range shaded");
+    let lines = source.matches("class=\"cgm\"").count();
+    assert!(lines >= 2, "one CGM line per chart at least: {lines}");
+    assert!(
+        source.matches("class=\"meter\"").count() >= 4,
+        "meter readings as dots"
+    );
+    assert!(source.contains("Glukose-Tagebuch") && source.contains("active"));
+    assert!(
+        source.contains("hddt.pairing"),
+        "the audit trail shows the pairing"
+    );
+    assert!(!source.contains("erika@example.org"));
+    // The used ticket does not work twice.
+    assert!(
+        server
+            .state()
+            .hddt
+            .redeem_portal_ticket(&ticket.ticket)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    browser
+        .click("form[action='/portal/pairings/revoke'] button")
+        .await;
+    let source = wait_for(&browser, "hddt.unpairing").await;
+    assert!(source.contains("revoked"), "{source}");
+    assert!(source.contains("hddt.unpairing"));
+    let (status, _, _) = fhir_get(server, &setup.diga, &token, "/fhir/Observation?_count=1").await;
+    assert_eq!(status, 401, "revoked in the portal: the DiGA is refused");
+    browser.click("form[action='/portal/logout'] button").await;
+    wait_for(&browser, "input name=\"ticket\"").await;
+
+    // An auditor: everyone's trail, read-only.
+    let auditor = patient(server, "dpo@example.org").await;
+    server
+        .state()
+        .store
+        .set_hddt_state(
+            &format!("auditor:{}", auditor.uid()),
+            Some("test"),
+            medvault_core::Clock::now(&*server.clock),
+        )
+        .await
+        .unwrap();
+    let ticket = auditor.portal_ticket().await.unwrap();
+    browser
+        .type_into("input[name=ticket]", &ticket.ticket)
+        .await;
+    browser.click("button[type=submit]").await;
+    let source = wait_for(&browser, "Auditor view").await;
+    assert!(
+        source.contains(&erika.uid().to_string()),
+        "other subjects are listed"
+    );
+    assert!(!source.contains("/portal/pairings/revoke"));
+    browser.stop().await;
+}

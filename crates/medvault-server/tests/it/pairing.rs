@@ -773,12 +773,12 @@ async fn every_refusal_is_the_guides_error(backend: Backend) {
 
 /// ChromeDriver (scripts/setup-chromium.sh installs Debian's chromium and
 /// chromium-driver); `None`, said as SKIPPED, when it cannot be installed.
-fn chromedriver() -> Option<String> {
+pub(crate) fn chromedriver() -> Option<String> {
     crate::setup_script("setup-chromium.sh", "consent page in Chromium")
 }
 
 /// A W3C WebDriver session over ChromeDriver's HTTP API.
-struct WebDriver {
+pub(crate) struct WebDriver {
     http: reqwest::Client,
     base: String,
     session: String,
@@ -786,7 +786,7 @@ struct WebDriver {
 }
 
 impl WebDriver {
-    async fn start(chromedriver: &str) -> Self {
+    pub(crate) async fn start(chromedriver: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -850,7 +850,7 @@ impl WebDriver {
         driver
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let request = self.http.request(method, url);
         let request = if body.is_null() {
@@ -862,7 +862,7 @@ impl WebDriver {
         answer["value"].clone()
     }
 
-    async fn go(&self, url: &str) {
+    pub(crate) async fn go(&self, url: &str) {
         self.call(
             reqwest::Method::POST,
             "/url",
@@ -871,7 +871,7 @@ impl WebDriver {
         .await;
     }
 
-    async fn find(&self, css: &str) -> String {
+    pub(crate) async fn find(&self, css: &str) -> String {
         let found = self
             .call(
                 reqwest::Method::POST,
@@ -885,7 +885,7 @@ impl WebDriver {
             .to_owned()
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let element = self.find(css).await;
         let _ = self
             .call(
@@ -896,7 +896,7 @@ impl WebDriver {
             .await;
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css).await;
         self.call(
             reqwest::Method::POST,
@@ -906,7 +906,7 @@ impl WebDriver {
         .await;
     }
 
-    async fn current_url(&self) -> String {
+    pub(crate) async fn current_url(&self) -> String {
         self.call(reqwest::Method::GET, "/url", Value::Null)
             .await
             .as_str()
@@ -914,7 +914,7 @@ impl WebDriver {
             .to_owned()
     }
 
-    async fn page_source(&self) -> String {
+    pub(crate) async fn page_source(&self) -> String {
         self.call(reqwest::Method::GET, "/source", Value::Null)
             .await
             .as_str()
@@ -922,7 +922,7 @@ impl WebDriver {
             .to_owned()
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.call(reqwest::Method::DELETE, "", Value::Null).await;
         let _ = self.process.kill();
         let _ = self.process.wait();
