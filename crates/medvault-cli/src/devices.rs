@@ -415,4 +415,3 @@ mod tests {
         assert!(parse_csv("a,b\n").is_err());
     }
 }
-

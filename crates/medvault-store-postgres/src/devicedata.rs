@@ -201,60 +201,138 @@ async fn ingest_in(
             }));
         }
     }
+    // CGM chunks, a few statements per device instead of two per chunk:
+    // the batch's existing chunks are read and locked at once, merged here,
+    // then new ones inserted and changed ones updated with array parameters.
+    let mut by_device: std::collections::BTreeMap<(&str, i64), Vec<&medvault_store::ChunkSamples>> =
+        std::collections::BTreeMap::new();
     for chunk in &batch.chunks {
-        let key = &chunk.chunk;
-        let stored = sqlx::query(
-            "SELECT id, samples, unit, period_ms FROM hddt_observations
-             WHERE device_id = $1 AND kind = 'chunk' AND effective_start_us = $2 AND epoch = $3 FOR UPDATE",
+        by_device
+            .entry((chunk.chunk.device_id.as_str(), chunk.chunk.epoch))
+            .or_default()
+            .push(chunk);
+    }
+    for ((device_id, epoch), chunks) in by_device {
+        let starts: Vec<i64> = chunks
+            .iter()
+            .map(|c| to_unix_micros(c.chunk.effective_start))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT id, effective_start_us, samples, unit, period_ms FROM hddt_observations
+             WHERE device_id = $1 AND kind = 'chunk' AND epoch = $2 AND effective_start_us = ANY($3)
+             ORDER BY effective_start_us FOR UPDATE",
         )
-        .bind(&key.device_id)
-        .bind(to_unix_micros(key.effective_start))
-        .bind(key.epoch)
-        .fetch_optional(&mut *connection)
+        .bind(device_id)
+        .bind(epoch)
+        .bind(&starts)
+        .fetch_all(&mut *connection)
         .await
         .map_err(map_error)?;
-        let slots = usize::try_from(
-            (key.effective_end - key.effective_start).whole_milliseconds()
-                / i128::from(key.period_ms.unwrap_or(1).max(1)),
-        )
-        .unwrap_or(0);
-        let conflict = || IngestOutcome::ReadingConflict {
-            device_id: key.device_id.clone(),
-            at: key.effective_start,
-        };
-        match stored {
-            None => {
-                let Ok(Some(samples)) = merge_samples(None, &chunk.samples, slots) else {
-                    return Ok(Err(conflict()));
-                };
-                if insert_observation(connection, key, Some(&samples)).await? != 1 {
-                    // Another node created the chunk since the lookup: the
-                    // caller retries the batch and merges into it.
-                    return Err(StoreError::Conflict("observation chunk"));
+        let mut stored = std::collections::HashMap::new();
+        for row in &rows {
+            stored.insert(get::<i64>(row, "effective_start_us")?, row);
+        }
+        let mut inserts: Vec<(&ObservationRowV1, String)> = Vec::new();
+        let (mut update_ids, mut update_samples) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            let key = &chunk.chunk;
+            let slots = usize::try_from(
+                (key.effective_end - key.effective_start).whole_milliseconds()
+                    / i128::from(key.period_ms.unwrap_or(1).max(1)),
+            )
+            .unwrap_or(0);
+            let conflict = || IngestOutcome::ReadingConflict {
+                device_id: key.device_id.clone(),
+                at: key.effective_start,
+            };
+            match stored.get(&to_unix_micros(key.effective_start)) {
+                None => {
+                    let Ok(Some(samples)) = merge_samples(None, &chunk.samples, slots) else {
+                        return Ok(Err(conflict()));
+                    };
+                    inserts.push((key, samples));
                 }
-            }
-            Some(stored) => {
-                if get::<String>(&stored, "unit")? != key.unit
-                    || get::<Option<i64>>(&stored, "period_ms")? != key.period_ms
-                {
-                    return Ok(Err(conflict()));
-                }
-                let existing: Option<String> = get(&stored, "samples")?;
-                match merge_samples(existing.as_deref(), &chunk.samples, slots) {
-                    Err(_) => return Ok(Err(conflict())),
-                    Ok(None) => {}
-                    Ok(Some(samples)) => {
-                        sqlx::query(
-                            "UPDATE hddt_observations SET samples = $1, version = version + 1, last_updated_us = $2 WHERE id = $3",
-                        )
-                        .bind(samples)
-                        .bind(now_us)
-                        .bind(get::<String>(&stored, "id")?)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?;
+                Some(row) => {
+                    if get::<String>(row, "unit")? != key.unit
+                        || get::<Option<i64>>(row, "period_ms")? != key.period_ms
+                    {
+                        return Ok(Err(conflict()));
+                    }
+                    let existing: Option<String> = get(row, "samples")?;
+                    match merge_samples(existing.as_deref(), &chunk.samples, slots) {
+                        Err(_) => return Ok(Err(conflict())),
+                        Ok(None) => {}
+                        Ok(Some(samples)) => {
+                            update_ids.push(get::<String>(row, "id")?);
+                            update_samples.push(samples);
+                        }
                     }
                 }
+            }
+        }
+        if !update_ids.is_empty() {
+            sqlx::query(
+                "UPDATE hddt_observations AS o SET samples = v.samples, version = o.version + 1, last_updated_us = $1
+                 FROM UNNEST($2::text[], $3::text[]) AS v(id, samples) WHERE o.id = v.id",
+            )
+            .bind(now_us)
+            .bind(&update_ids)
+            .bind(&update_samples)
+            .execute(&mut *connection)
+            .await
+            .map_err(map_error)?;
+        }
+        if !inserts.is_empty() {
+            let column = |f: &dyn Fn(&ObservationRowV1) -> Option<String>| -> Vec<Option<String>> {
+                inserts.iter().map(|(row, _)| f(row)).collect()
+            };
+            let ids = column(&|r| Some(r.id.clone()));
+            let patients = column(&|r| Some(r.patient_uid.clone()));
+            let metrics = column(&|r| r.metric_id.clone());
+            let codes = column(&|r| Some(r.code.clone()));
+            let units = column(&|r| Some(r.unit.clone()));
+            let statuses = column(&|r| Some(r.status.clone()));
+            let samples: Vec<String> = inserts.iter().map(|(_, s)| s.clone()).collect();
+            let starts: Vec<i64> = inserts
+                .iter()
+                .map(|(r, _)| to_unix_micros(r.effective_start))
+                .collect();
+            let ends: Vec<i64> = inserts
+                .iter()
+                .map(|(r, _)| to_unix_micros(r.effective_end))
+                .collect();
+            let periods: Vec<Option<i64>> = inserts.iter().map(|(r, _)| r.period_ms).collect();
+            let updated: Vec<i64> = inserts
+                .iter()
+                .map(|(r, _)| to_unix_micros(r.last_updated))
+                .collect();
+            let done = sqlx::query(
+                "INSERT INTO hddt_observations (id, patient_uid, device_id, metric_id, kind, code, effective_start_us, effective_end_us, unit, period_ms, samples, status, version, last_updated_us, epoch)
+                 SELECT v.id, v.patient_uid, $1, v.metric_id, 'chunk', v.code, v.start_us, v.end_us, v.unit, v.period_ms, v.samples, v.status, 1, v.updated_us, $2
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::bigint[])
+                   AS v(id, patient_uid, metric_id, code, start_us, end_us, unit, period_ms, samples, status, updated_us)
+                 ON CONFLICT (device_id, kind, effective_start_us, epoch) DO NOTHING",
+            )
+            .bind(device_id)
+            .bind(epoch)
+            .bind(&ids)
+            .bind(&patients)
+            .bind(&metrics)
+            .bind(&codes)
+            .bind(&starts)
+            .bind(&ends)
+            .bind(&units)
+            .bind(&periods)
+            .bind(&samples)
+            .bind(&statuses)
+            .bind(&updated)
+            .execute(&mut *connection)
+            .await
+            .map_err(map_error)?;
+            if done.rows_affected() != u64::try_from(inserts.len()).unwrap_or(u64::MAX) {
+                // Another node created one of these chunks since the
+                // lookup: the caller retries the batch and merges into it.
+                return Err(StoreError::Conflict("observation chunk"));
             }
         }
     }
