@@ -15,6 +15,9 @@ use time::OffsetDateTime;
 
 use crate::{SqliteStore, map_error};
 
+/// A stored chunk as the ingest reads it: id, start (µs), samples, unit, period (ms).
+type StoredChunk = (String, i64, Option<String>, String, Option<i64>);
+
 fn numbered(n: usize) -> String {
     format!("?{n}")
 }
@@ -270,60 +273,115 @@ async fn ingest_in(
             }));
         }
     }
+    // CGM chunks, a few statements per device instead of two per chunk: the
+    // batch's existing chunks are read at once, merged here, then new ones
+    // inserted and changed ones updated from JSON arrays (json_each).
+    let mut by_device: std::collections::BTreeMap<(&str, i64), Vec<&medvault_store::ChunkSamples>> =
+        std::collections::BTreeMap::new();
     for chunk in &batch.chunks {
-        let key = &chunk.chunk;
-        let stored = sqlx::query(
-            "SELECT id, samples, unit, period_ms FROM hddt_observations
-             WHERE device_id = ? AND kind = 'chunk' AND effective_start_us = ? AND epoch = ?",
+        by_device
+            .entry((chunk.chunk.device_id.as_str(), chunk.chunk.epoch))
+            .or_default()
+            .push(chunk);
+    }
+    for ((device_id, epoch), chunks) in by_device {
+        let starts: Vec<i64> = chunks
+            .iter()
+            .map(|c| to_unix_micros(c.chunk.effective_start))
+            .collect();
+        let found = sqlx::query(
+            "SELECT json_group_array(json_array(id, effective_start_us, samples, unit, period_ms)) AS rows
+             FROM hddt_observations
+             WHERE device_id = ?1 AND kind = 'chunk' AND epoch = ?2
+               AND effective_start_us IN (SELECT value FROM json_each(?3))",
         )
-        .bind(&key.device_id)
-        .bind(to_unix_micros(key.effective_start))
-        .bind(key.epoch)
-        .fetch_optional(&mut *connection)
+        .bind(device_id)
+        .bind(epoch)
+        .bind(serde_json::to_string(&starts).map_err(|e| StoreError::Database(e.to_string()))?)
+        .fetch_one(&mut *connection)
         .await
         .map_err(map_error)?;
-        let slots = usize::try_from(
-            (key.effective_end - key.effective_start).whole_milliseconds()
-                / i128::from(key.period_ms.unwrap_or(1).max(1)),
-        )
-        .unwrap_or(0);
-        let conflict = || IngestOutcome::ReadingConflict {
-            device_id: key.device_id.clone(),
-            at: key.effective_start,
-        };
-        match stored {
-            None => {
-                let Ok(Some(samples)) = merge_samples(None, &chunk.samples, slots) else {
-                    return Ok(Err(conflict()));
-                };
-                if insert_observation(connection, key, Some(&samples)).await? != 1 {
-                    // Another node created the chunk since the lookup: the
-                    // caller retries the batch and merges into it.
-                    return Err(StoreError::Conflict("observation chunk"));
+        let text: String = get(&found, "rows")?;
+        let rows: Vec<StoredChunk> = serde_json::from_str(&text)
+            .map_err(|error| StoreError::Corrupt(format!("chunk rows: {error}")))?;
+        let stored: std::collections::HashMap<i64, &StoredChunk> =
+            rows.iter().map(|row| (row.1, row)).collect();
+        let mut inserts = Vec::new();
+        let mut updates = Vec::new();
+        for chunk in chunks {
+            let key = &chunk.chunk;
+            let slots = usize::try_from(
+                (key.effective_end - key.effective_start).whole_milliseconds()
+                    / i128::from(key.period_ms.unwrap_or(1).max(1)),
+            )
+            .unwrap_or(0);
+            let conflict = || IngestOutcome::ReadingConflict {
+                device_id: key.device_id.clone(),
+                at: key.effective_start,
+            };
+            match stored.get(&to_unix_micros(key.effective_start)) {
+                None => {
+                    let Ok(Some(samples)) = merge_samples(None, &chunk.samples, slots) else {
+                        return Ok(Err(conflict()));
+                    };
+                    inserts.push(serde_json::json!([
+                        key.id,
+                        key.patient_uid,
+                        key.metric_id,
+                        key.code,
+                        to_unix_micros(key.effective_start),
+                        to_unix_micros(key.effective_end),
+                        key.unit,
+                        key.period_ms,
+                        samples,
+                        key.status,
+                        to_unix_micros(key.last_updated),
+                    ]));
                 }
-            }
-            Some(stored) => {
-                if get::<String>(&stored, "unit")? != key.unit
-                    || get::<Option<i64>>(&stored, "period_ms")? != key.period_ms
-                {
-                    return Ok(Err(conflict()));
-                }
-                let existing: Option<String> = get(&stored, "samples")?;
-                match merge_samples(existing.as_deref(), &chunk.samples, slots) {
-                    Err(_) => return Ok(Err(conflict())),
-                    Ok(None) => {}
-                    Ok(Some(samples)) => {
-                        sqlx::query(
-                            "UPDATE hddt_observations SET samples = ?, version = version + 1, last_updated_us = ? WHERE id = ?",
-                        )
-                        .bind(samples)
-                        .bind(now_us)
-                        .bind(get::<String>(&stored, "id")?)
-                        .execute(&mut *connection)
-                        .await
-                        .map_err(map_error)?;
+                Some((id, _, existing, unit, period_ms)) => {
+                    if *unit != key.unit || *period_ms != key.period_ms {
+                        return Ok(Err(conflict()));
+                    }
+                    match merge_samples(existing.as_deref(), &chunk.samples, slots) {
+                        Err(_) => return Ok(Err(conflict())),
+                        Ok(None) => {}
+                        Ok(Some(samples)) => updates.push(serde_json::json!([id, samples])),
                     }
                 }
+            }
+        }
+        if !updates.is_empty() {
+            sqlx::query(
+                "UPDATE hddt_observations AS o SET samples = v.samples, version = o.version + 1, last_updated_us = ?1
+                 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS samples
+                       FROM json_each(?2)) AS v
+                 WHERE o.id = v.id",
+            )
+            .bind(now_us)
+            .bind(serde_json::Value::Array(updates).to_string())
+            .execute(&mut *connection)
+            .await
+            .map_err(map_error)?;
+        }
+        if !inserts.is_empty() {
+            let count = u64::try_from(inserts.len()).unwrap_or(u64::MAX);
+            let done = sqlx::query(
+                "INSERT INTO hddt_observations (id, patient_uid, device_id, metric_id, kind, code, effective_start_us, effective_end_us, unit, period_ms, samples, status, version, last_updated_us, epoch)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?1, json_extract(value, '$[2]'), 'chunk',
+                        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                        json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+                        json_extract(value, '$[9]'), 1, json_extract(value, '$[10]'), ?2
+                 FROM json_each(?3) WHERE true
+                 ON CONFLICT (device_id, kind, effective_start_us, epoch) DO NOTHING",
+            )
+            .bind(device_id)
+            .bind(epoch)
+            .bind(serde_json::Value::Array(inserts).to_string())
+            .execute(&mut *connection)
+            .await
+            .map_err(map_error)?;
+            if done.rows_affected() != count {
+                return Err(StoreError::Conflict("observation chunk"));
             }
         }
     }
