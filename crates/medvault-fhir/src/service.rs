@@ -741,23 +741,45 @@ impl ResourceServer {
                 entries.push(json!({"resource": resource}));
             }
         }
+        // Pages by effective start; the rows of the last start of a page are
+        // read again with the next page and skipped by id, so rows sharing a
+        // start across a page boundary are neither lost nor doubled.
+        const PAGE: u32 = 5_000;
         let mut from = OffsetDateTime::UNIX_EPOCH;
+        let mut seen_at_from: BTreeSet<String> = BTreeSet::new();
         let to = self.clock.now() + time::Duration::days(1);
         loop {
             let page = self
                 .store
-                .observations_of_patient(patient_uid, from, to, 5_000)
+                .observations_of_patient(patient_uid, from, to, PAGE)
                 .await?;
-            let Some(last) = page.last() else { break };
-            let next_from = last.effective_start + time::Duration::microseconds(1);
-            let full = page.len() == 5_000;
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                break;
+            };
+            let full = page.len() == usize::try_from(PAGE).unwrap_or(usize::MAX);
+            let stuck = full && first.effective_start == last.effective_start;
+            let last_start = last.effective_start;
+            let mut at_last = BTreeSet::new();
             for row in &page {
+                if row.effective_start == from && seen_at_from.contains(&row.id) {
+                    continue;
+                }
+                if row.effective_start == last_start {
+                    at_last.insert(row.id.clone());
+                }
                 entries.push(json!({"resource": self.render_observation(row).await?}));
             }
             if !full {
                 break;
             }
-            from = next_from;
+            if stuck {
+                // More than a page of rows at one instant: move past it.
+                from = last_start + time::Duration::microseconds(1);
+                seen_at_from.clear();
+            } else {
+                from = last_start;
+                seen_at_from = at_last;
+            }
         }
         Ok(json!({
             "resourceType": "Bundle",

@@ -405,6 +405,13 @@ async fn require_client_certificate(
                 let oauth = matches!(request.uri().path(), "/par" | "/token" | "/revoke");
                 let mut response = if oauth {
                     crate::hddt::oauth_error(&medvault_oauth::OAuthError::rate_limited())
+                } else if request.uri().path().starts_with("/fhir") {
+                    crate::fhir::outcome(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        crate::fhir::Format::Json,
+                        "throttled",
+                        "This client's request rate is limited; see Retry-After",
+                    )
                 } else {
                     Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests")
                         .with_detail("this client's request rate is limited; see Retry-After")

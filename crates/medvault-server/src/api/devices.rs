@@ -196,6 +196,15 @@ async fn export(State(state): State<AppState>, session: BearerSession) -> Respon
         Ok(uid) => uid,
         Err(response) => return response,
     };
+    // Exporting everything is a weighty step: a patient who holds a Patient
+    // Credential must have presented it in this session (IAL2).
+    if let Err(error) = state
+        .accounts
+        .require_ial2_if_proofed(&session.session)
+        .await
+    {
+        return super::credential_error(error);
+    }
     match state.fhir.export(&uid).await {
         Ok(bundle) => (
             [(axum::http::header::CONTENT_TYPE, "application/fhir+json")],

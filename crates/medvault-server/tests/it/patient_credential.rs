@@ -216,6 +216,12 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
     assert_eq!(p.whoami().await.unwrap().assurance, "IAL1");
     let refused = p.export_account().await.unwrap_err();
     assert_eq!(refused.status(), Some(403), "export needs IAL2: {refused}");
+    let refused = p.export_device_data().await.unwrap_err();
+    assert_eq!(
+        refused.status(),
+        Some(403),
+        "so does the device-data export"
+    );
     // An institution (no credential of its own) exports at once.
     let practice_export = i.export_account().await.unwrap();
     assert_eq!(
@@ -241,6 +247,11 @@ async fn proofing_to_an_ial2_session_and_revocation(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(old.status(), 401, "the IAL1 session was replaced");
+    assert_eq!(
+        p.export_device_data().await.unwrap()["type"],
+        "collection",
+        "at IAL2 the device data exports"
+    );
     let export = p.export_account().await.unwrap();
     assert_eq!(export["format"], "medvault-export/1");
     assert_eq!(export["participant"]["uid"], patient.uid.to_string());
