@@ -68,8 +68,138 @@ pub enum DigaCommand {
     },
     /// Refresh the tokens (rotation): prints the new access token's scope and expiry.
     Token,
+    /// Read FHIR resources with the access token (mTLS): a search or read
+    /// relative to the FHIR base, following `next` links with `--all`.
+    Fetch {
+        /// The query, e.g. `Observation?date=ge2026-12-01&_count=50`.
+        #[arg(default_value = "Observation?_count=50")]
+        query: String,
+        /// Follow every `next` link.
+        #[arg(long)]
+        all: bool,
+        /// Print the raw FHIR JSON instead of one line per resource.
+        #[arg(long)]
+        json: bool,
+        /// The FHIR base URL (default: the access token's audience).
+        #[arg(long)]
+        fhir_base: Option<String>,
+    },
+    /// The CGM summary (`$hddt-cgm-summary`).
+    Summary {
+        /// Start of the period (RFC 3339; default 14 days before the end).
+        #[arg(long)]
+        start: Option<String>,
+        /// End of the period (RFC 3339; default now).
+        #[arg(long)]
+        end: Option<String>,
+        /// Include the Devices.
+        #[arg(long)]
+        related: bool,
+        /// Print the raw FHIR JSON.
+        #[arg(long)]
+        json: bool,
+        /// The FHIR base URL (default: the access token's audience).
+        #[arg(long)]
+        fhir_base: Option<String>,
+    },
     /// Revoke the pairing at the server and forget it here.
     Unpair,
+}
+
+/// The FHIR base: given, or the access token's `aud` (read, not verified:
+/// it only says where to send the token, which the server then checks).
+fn fhir_base(pairing: &Pairing, given: Option<&str>) -> anyhow::Result<String> {
+    if let Some(base) = given {
+        return Ok(base.trim_end_matches('/').to_owned());
+    }
+    let payload = pairing
+        .access_token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow!("the access token is not a JWT: pass --fhir-base"))?;
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .context("access token payload")?,
+    )
+    .context("access token claims")?;
+    let audience = text(&claims, "aud");
+    if !audience.starts_with("https://") {
+        bail!("the access token names no https audience: pass --fhir-base");
+    }
+    Ok(audience.trim_end_matches('/').to_owned())
+}
+
+/// One line about a FHIR resource.
+fn describe(resource: &Value) -> String {
+    let kind = text(resource, "resourceType");
+    let id = text(resource, "id");
+    let code = resource
+        .pointer("/code/coding/0/code")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match kind {
+        "Observation" => {
+            if let Some(quantity) = resource.get("valueQuantity") {
+                format!(
+                    "Observation/{id} {code} {} {}{} {}",
+                    text(resource, "effectiveDateTime"),
+                    text(quantity, "comparator"),
+                    quantity
+                        .get("value")
+                        .map(Value::to_string)
+                        .unwrap_or_default(),
+                    text(quantity, "code")
+                )
+            } else if let Some(sampled) = resource.get("valueSampledData") {
+                let samples = text(sampled, "data")
+                    .split(' ')
+                    .filter(|t| *t != "E")
+                    .count();
+                format!(
+                    "Observation/{id} {code} {} .. {} {} samples ({}) {}",
+                    resource
+                        .pointer("/effectivePeriod/start")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    resource
+                        .pointer("/effectivePeriod/end")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    samples,
+                    resource
+                        .pointer("/valueSampledData/origin/code")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    text(resource, "status")
+                )
+            } else {
+                format!("Observation/{id} {code} {}", text(resource, "status"))
+            }
+        }
+        "OperationOutcome" => format!(
+            "OperationOutcome: {}",
+            resource
+                .pointer("/issue/0/diagnostics")
+                .or_else(|| resource.pointer("/issue/0/details/text"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ),
+        _ => format!("{kind}/{id}"),
+    }
+}
+
+fn fhir_failure(what: &str, status: u16, body: &Value) -> anyhow::Error {
+    let diagnostics = body
+        .pointer("/issue/0/diagnostics")
+        .or_else(|| body.pointer("/issue/0/details/text"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let hint = if status == 401 {
+        " (expired: `medvault diga token`; or the pairing was revoked)"
+    } else {
+        ""
+    };
+    anyhow!("{what}: {status} {diagnostics}{hint}")
 }
 
 /// What the state file keeps.
@@ -460,6 +590,183 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
                     .unwrap_or_default()
             );
             println!("scope: {}", pairing.scope);
+            Ok(())
+        }
+        DigaCommand::Fetch {
+            query,
+            all,
+            json,
+            fhir_base: given,
+        } => {
+            let pairing = load(&args.state_file)?;
+            let base = fhir_base(&pairing, given.as_deref())?;
+            let http = Http::new(
+                &pairing.client_cert,
+                &pairing.client_key,
+                pairing.tls_ca.as_deref(),
+                args.verbose,
+            )?;
+            let mut url = format!("{base}/{}", query.trim_start_matches('/'));
+            let mut count = 0;
+            for _page in 0..10_000 {
+                if args.verbose {
+                    eprintln!("> GET {url}");
+                }
+                let (status, body) = http
+                    .exchange(
+                        http.client
+                            .get(&url)
+                            .bearer_auth(&pairing.access_token)
+                            .header("accept", "application/fhir+json"),
+                        "fhir",
+                    )
+                    .await?;
+                if status != 200 {
+                    return Err(fhir_failure("fhir", status, &body));
+                }
+                if json {
+                    println!("{body}");
+                } else if text(&body, "resourceType") == "Bundle" {
+                    for entry in body
+                        .get("entry")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let mode = entry
+                            .pointer("/search/mode")
+                            .and_then(Value::as_str)
+                            .unwrap_or("match");
+                        let resource = entry.get("resource").unwrap_or(&Value::Null);
+                        if mode == "match" {
+                            count += 1;
+                        }
+                        println!(
+                            "{}{}",
+                            if mode == "match" { "" } else { "  + " },
+                            describe(resource)
+                        );
+                    }
+                } else {
+                    count += 1;
+                    println!("{}", describe(&body));
+                }
+                let next = body
+                    .get("link")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|link| text(link, "relation") == "next")
+                    .map(|link| text(link, "url").to_owned());
+                match next {
+                    Some(next) if all && next.starts_with(&base) => url = next,
+                    _ => break,
+                }
+            }
+            if !json {
+                println!("{count} resource(s)");
+            }
+            Ok(())
+        }
+        DigaCommand::Summary {
+            start,
+            end,
+            related,
+            json,
+            fhir_base: given,
+        } => {
+            let pairing = load(&args.state_file)?;
+            let base = fhir_base(&pairing, given.as_deref())?;
+            let http = Http::new(
+                &pairing.client_cert,
+                &pairing.client_key,
+                pairing.tls_ca.as_deref(),
+                args.verbose,
+            )?;
+            let mut parameters = Vec::new();
+            if let Some(start) = start {
+                parameters.push(
+                    serde_json::json!({"name": "effectivePeriodStart", "valueDateTime": start}),
+                );
+            }
+            if let Some(end) = end {
+                parameters
+                    .push(serde_json::json!({"name": "effectivePeriodEnd", "valueDateTime": end}));
+            }
+            if related {
+                parameters.push(serde_json::json!({"name": "related", "valueBoolean": true}));
+            }
+            let body = serde_json::json!({"resourceType": "Parameters", "parameter": parameters});
+            let url = format!("{base}/Observation/$hddt-cgm-summary");
+            if args.verbose {
+                eprintln!("> POST {url} {body}");
+            }
+            let (status, answer) = http
+                .exchange(
+                    http.client
+                        .post(&url)
+                        .bearer_auth(&pairing.access_token)
+                        .header("content-type", "application/fhir+json")
+                        .header("accept", "application/fhir+json")
+                        .body(body.to_string()),
+                    "summary",
+                )
+                .await?;
+            if status != 200 {
+                return Err(fhir_failure("summary", status, &answer));
+            }
+            if json {
+                println!("{answer}");
+                return Ok(());
+            }
+            if text(&answer, "resourceType") == "OperationOutcome" {
+                println!("{}", describe(&answer));
+                return Ok(());
+            }
+            for entry in answer
+                .get("entry")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let resource = entry.get("resource").unwrap_or(&Value::Null);
+                let code = resource
+                    .pointer("/code/coding/0/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let value = resource.get("valueQuantity").map(|q| {
+                    format!(
+                        "{} {}",
+                        q.get("value").map(Value::to_string).unwrap_or_default(),
+                        text(q, "code")
+                    )
+                });
+                let components: Vec<String> = resource
+                    .get("component")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            "{}={}%",
+                            c.pointer("/code/coding/0/code")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                            c.pointer("/valueQuantity/value")
+                                .map(Value::to_string)
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                match (text(resource, "resourceType"), value) {
+                    ("Observation", Some(value)) => println!("{code}: {value}"),
+                    ("Observation", None) if !components.is_empty() => {
+                        println!("{code}: {}", components.join(" "));
+                    }
+                    ("Observation", None) => println!("{code}: summary"),
+                    (kind, _) => println!("{kind}/{}", text(resource, "id")),
+                }
+            }
             Ok(())
         }
         DigaCommand::Unpair => {

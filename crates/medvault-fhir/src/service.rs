@@ -949,7 +949,8 @@ impl ResourceServer {
             .collect();
         let metrics = crate::summary::metrics(&chunks, start, end).ok_or_else(no_match)?;
         let mut devices = Vec::new();
-        if related {
+        // Devices only for a reader granted `patient/Device.rs`.
+        if related && reader.devices {
             let mut seen = BTreeSet::new();
             for chunk in &chunks {
                 if !seen.insert(chunk.device_id.clone()) {

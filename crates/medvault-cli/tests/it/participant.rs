@@ -1153,6 +1153,81 @@ async fn the_diga_reference_client_pairs_refreshes_and_unpairs() {
         verbose.contains("POST") && verbose.contains("chars)"),
         "{verbose}"
     );
+    // Data to read: a CGM with two weeks of readings.
+    let cgm = patient
+        .register_device(&medvault_proto::devices::NewDevice {
+            model: "glukko-cgm-18".into(),
+            serial_number: "REF-1".into(),
+            unit: "mg/dL".into(),
+        })
+        .await
+        .unwrap();
+    let series = medvault_fhir::simulate::cgm_series(
+        &cgm.id,
+        medvault_fhir::catalogue::model("glukko-cgm-18").unwrap(),
+        medvault_fhir::catalogue::GlucoseUnit::MgPerDl,
+        medvault_core::Clock::now(&*server.clock) - time::Duration::minutes(1),
+        14,
+        5,
+    );
+    patient
+        .upload_readings(&medvault_proto::devices::UploadBatch {
+            batch_id: "reference".into(),
+            readings: series,
+        })
+        .await
+        .unwrap();
+    let fetched = crate::process::run(&[
+        "diga",
+        "--state-file",
+        state_arg,
+        "fetch",
+        "Observation?_count=100",
+        "--all",
+    ]);
+    assert!(fetched.status.success(), "{fetched:?}");
+    let listing = String::from_utf8_lossy(&fetched.stdout).into_owned();
+    assert!(listing.contains("99504-3"), "{listing}");
+    let count: usize = listing
+        .lines()
+        .last()
+        .and_then(|line| line.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        (336..=337).contains(&count),
+        "every hour of 14 days: {count}"
+    );
+    let device = crate::process::run(&[
+        "diga",
+        "--state-file",
+        state_arg,
+        "fetch",
+        &format!("Device/{}", cgm.id),
+    ]);
+    // Without patient/Device.rs in its scope the DiGA reads no Device.
+    assert_eq!(device.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&device.stderr).contains("404"));
+    let summary = crate::process::run(&["diga", "--state-file", state_arg, "summary", "--related"]);
+    assert!(summary.status.success(), "{summary:?}");
+    let report = String::from_utf8_lossy(&summary.stdout).into_owned();
+    for code in [
+        "97507-8:",
+        "106793-3: 104642-4=",
+        "97506-0:",
+        "104638-2:",
+        "104636-6:",
+        "104637-4:",
+    ] {
+        assert!(report.contains(code), "{code} missing: {report}");
+    }
+    assert!(
+        !report.contains("Device/"),
+        "related adds Devices only with their scope"
+    );
+    let unknown = crate::process::run(&["diga", "--state-file", state_arg, "fetch", "Patient"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));
     let unpaired = crate::process::run(&["diga", "--state-file", state_arg, "unpair"]);
     assert!(unpaired.status.success(), "{unpaired:?}");
     assert!(std::fs::metadata(&state).is_err());
