@@ -295,6 +295,18 @@ pub async fn start_with_routes(
         path: keys.join("issuer-kek.bin"),
         reason: error.to_string(),
     })?;
+    // The token signing key exists from the first start (not the first
+    // token), so a node started later knows it before any token arrives;
+    // every node loads the verification keys now.
+    token_keys
+        .signing_key()
+        .await
+        .and(token_keys.reload_public().await)
+        .map_err(|error| StartError::Key {
+            name: "token signing key",
+            path: keys.join("issuer-kek.bin"),
+            reason: error.to_string(),
+        })?;
     let mut policy = medvault_oauth::AuthorizationPolicy::new(
         config.oauth_issuer.as_str(),
         config.fhir_base_url.as_str(),

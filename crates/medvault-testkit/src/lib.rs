@@ -148,6 +148,12 @@ impl TestServer {
     /// keys (participant CA, OPAQUE setup) copied from this one, as an
     /// operator deploys them: state shared by all nodes must hold across both.
     pub async fn second_node(&self) -> Self {
+        self.second_node_with(|_| {}).await
+    }
+
+    /// [`Self::second_node`] with settings changed first (e.g. the first
+    /// node's public URLs, as nodes behind one load balancer share them).
+    pub async fn second_node_with(&self, tweak: impl FnOnce(&mut RawConfig)) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let keys = self.data_dir.path().join("keys");
         let target = data_dir.path().join("keys");
@@ -162,7 +168,7 @@ impl TestServer {
                 self.data_dir.path().join("medvault.db").display()
             )
         }));
-        let node = Self::boot(data_dir, database, None, |_| {}, axum::Router::new())
+        let node = Self::boot(data_dir, database, None, tweak, axum::Router::new())
             .await
             .expect("the first node's database is reachable");
         node.clock.set(self.clock.now());

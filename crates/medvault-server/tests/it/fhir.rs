@@ -18,6 +18,7 @@ use serde_json::Value;
 on_both_backends!(
     a_diga_pages_through_two_weeks_of_readings,
     requests_outside_the_rules_get_the_guides_answers,
+    two_nodes_serve_one_database,
 );
 
 const DIGA: &str = "urn:diga:bfarm:12345";
@@ -1149,4 +1150,83 @@ async fn the_patient_portal_works_in_headless_chromium() {
     );
     assert!(!source.contains("/portal/pairings/revoke"));
     browser.stop().await;
+}
+
+/// Two nodes on one database: pairing on A, data uploaded on B is read on A
+/// and B alike, and a revocation made on B is refused on A at the next request.
+async fn two_nodes_serve_one_database(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let node_a = &setup.server;
+    // Behind one load balancer both nodes have the same public URLs.
+    let node_b = node_a
+        .second_node_with(|raw| {
+            raw.oauth_issuer = Some(node_a.hddt_url(""));
+            raw.fhir_base_url = Some(node_a.hddt_url("/fhir"));
+        })
+        .await;
+    hddt::install_registry(
+        &node_b,
+        vec![
+            entry(
+                DIGA,
+                &setup.diga,
+                vec![Miv::BloodGlucose, Miv::ContinuousGlucose],
+            ),
+            entry(BG_ONLY, &setup.bg_only, vec![Miv::BloodGlucose]),
+        ],
+    )
+    .await;
+    let erika_a = patient(node_a, "erika@example.org").await;
+    let tokens = hddt::pair(
+        node_a,
+        &setup.diga,
+        DIGA,
+        REDIRECT,
+        &erika_a,
+        &format!("{CGM_SCOPE} {BG_SCOPE} {DEVICE_SCOPES}"),
+        &[CGM_MIV, BG_MIV],
+    )
+    .await;
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    // The patient's app talks to node B: devices and readings land there.
+    let erika_b = node_b
+        .sdk()
+        .login_password("erika@example.org", &Password::new("device pw"))
+        .await
+        .unwrap();
+    let (_, _, cgm_count, meter_count) = fill(&node_b, &erika_b, 6).await;
+    for node in [node_a, &node_b] {
+        let seen = all_pages(
+            node,
+            &setup.diga,
+            &token,
+            "/fhir/Observation?_count=500",
+            async |_| {},
+        )
+        .await;
+        let singles = seen
+            .iter()
+            .filter(|o| o.get("valueQuantity").is_some())
+            .count();
+        assert_eq!(singles, meter_count);
+        assert!(seen.len() > singles && cgm_count > 0);
+    }
+    // Revoked on B; A refuses the very next request.
+    erika_b
+        .unpair(tokens["sub"].as_str().unwrap())
+        .await
+        .unwrap();
+    let (status, headers, _) =
+        fhir_get(node_a, &setup.diga, &token, "/fhir/Observation?_count=1").await;
+    assert_eq!(status, 401);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let (status, _, _) = fhir_get(&node_b, &setup.diga, &token, "/fhir/Observation?_count=1").await;
+    assert_eq!(status, 401);
 }
