@@ -95,6 +95,8 @@ pub struct AppServices {
     pub client_limiter: Arc<ClientLimiter>,
     /// Device data: ingestion and the FHIR resource server.
     pub fhir: medvault_fhir::ResourceServer,
+    /// Counts of DiGAs' FHIR interactions, flushed to the database.
+    pub accesses: Arc<crate::fhir::AccessCounter>,
 }
 
 /// A token bucket per authenticated HDDT client (by registered owner): one

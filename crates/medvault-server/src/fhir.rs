@@ -24,6 +24,81 @@ use crate::app::AppState;
 use crate::client_auth::AuthenticatedClient;
 use crate::request_log::LogNote;
 
+/// Counts of successful FHIR interactions per pairing, day and interaction,
+/// kept in memory and written to the database every few seconds and at
+/// shutdown (the patient's "who read what, when" on every node; the request
+/// log has each request on its own node). A count is lost only if the
+/// process dies between two flushes.
+#[derive(Debug, Default)]
+pub struct AccessCounter {
+    counts: std::sync::Mutex<std::collections::HashMap<AccessKey, (i64, time::OffsetDateTime)>>,
+}
+
+/// Pairing ID, UTC day, interaction.
+type AccessKey = (String, String, String);
+
+/// The most distinct counters kept between flushes (then flushed early).
+const MAX_COUNTERS: usize = 100_000;
+
+impl AccessCounter {
+    /// Counts one use of `interaction` by `pairing_id` at `at`; `true` when
+    /// the counter is full and should be flushed now.
+    pub fn count(&self, pairing_id: &str, interaction: &str, at: time::OffsetDateTime) -> bool {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let day = at.date().to_string();
+        let entry = counts
+            .entry((pairing_id.to_owned(), day, interaction.to_owned()))
+            .or_insert((0, at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(at);
+        counts.len() >= MAX_COUNTERS
+    }
+
+    /// Writes the counts to the database (kept for the next try if that fails).
+    pub async fn flush(
+        &self,
+        store: &dyn medvault_store::Store,
+    ) -> Result<(), medvault_store::StoreError> {
+        let taken = std::mem::take(
+            &mut *self
+                .counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<medvault_store::AccessCountV1> = taken
+            .iter()
+            .map(|((pairing_id, day, interaction), (count, last_at))| {
+                medvault_store::AccessCountV1 {
+                    pairing_id: pairing_id.clone(),
+                    day: day.clone(),
+                    interaction: interaction.clone(),
+                    count: *count,
+                    last_at: *last_at,
+                }
+            })
+            .collect();
+        if let Err(error) = store.record_accesses(&rows).await {
+            let mut counts = self
+                .counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (key, (count, last_at)) in taken {
+                let entry = counts.entry(key).or_insert((0, last_at));
+                entry.0 += count;
+                entry.1 = entry.1.max(last_at);
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+}
+
 /// A response body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -443,7 +518,21 @@ async fn handle(
         Action::CgmSummary(body) => state.fhir.cgm_summary(&reader, &pairing_id, body).await,
     };
     let response = match result {
-        Ok(resource) => resource_response(StatusCode::OK, format, &resource),
+        Ok(resource) => {
+            let method = if path.ends_with("_search") || path.contains('$') {
+                "POST"
+            } else {
+                "GET"
+            };
+            if state
+                .accesses
+                .count(&pairing_id, &format!("{method} {path}"), state.clock.now())
+                && let Err(error) = state.accesses.flush(&*state.store).await
+            {
+                tracing::warn!(%error, "could not write the access counts");
+            }
+            resource_response(StatusCode::OK, format, &resource)
+        }
         Err(error) => fhir_error(&error, format),
     };
     with_pairing(response, pairing_id)

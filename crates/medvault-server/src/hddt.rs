@@ -789,6 +789,10 @@ pub fn spawn_hddt_maintenance(
             {
                 tracing::warn!(%error, "purge of expired authorization requests failed");
             }
+            let keep_from = (now - time::Duration::days(days)).date().to_string();
+            if let Err(error) = state.store.purge_accesses(&keep_from).await {
+                tracing::warn!(%error, "purge of old access counts failed");
+            }
             if let Err(error) = crate::portal::purge_sessions(&state).await {
                 tracing::warn!(%error, "purge of expired portal sessions failed");
             }
@@ -818,6 +822,21 @@ where
             tokio::select! {
                 _ = interval.tick() => work().await,
                 _ = shutdown.changed() => break,
+            }
+        }
+    })
+}
+
+/// Writes the FHIR access counts every 5 s.
+pub fn spawn_access_flush(
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    periodic(Duration::from_secs(5), shutdown, move || {
+        let state = state.clone();
+        async move {
+            if let Err(error) = state.accesses.flush(&*state.store).await {
+                tracing::warn!(%error, "could not write the access counts");
             }
         }
     })

@@ -533,6 +533,31 @@ async fn portal(State(state): State<AppState>, headers: HeaderMap) -> Response {
         }
         body.push_str("</tbody></table>");
     }
+    body.push_str("<h2>Data read by DiGAs (30 days)</h2>");
+    let since = (now - time::Duration::days(30)).date().to_string();
+    match state.store.accesses_of_patient(&uid, &since, 200).await {
+        Ok(accesses) if accesses.is_empty() => body.push_str("<p>No DiGA has read your data.</p>"),
+        Ok(accesses) => {
+            body.push_str("<table><thead><tr><th>DiGA</th><th>Day</th><th>What</th><th>Times</th><th>Last</th></tr></thead><tbody>");
+            for (client_id, access) in &accesses {
+                let name = pairings
+                    .iter()
+                    .find(|p| p.grant.pairing_id == access.pairing_id)
+                    .and_then(|p| p.diga_name.clone())
+                    .unwrap_or_else(|| client_id.clone());
+                body.push_str(&format!(
+                    "<tr class=\"access\"><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                    escape(&name),
+                    escape(&access.day),
+                    escape(&access.interaction),
+                    access.count,
+                    escape(&rfc3339(access.last_at))
+                ));
+            }
+            body.push_str("</tbody></table>");
+        }
+        Err(error) => return store_error(&error),
+    }
     body.push_str("<h2>Your audit trail (30 days)</h2>");
     body.push_str(&audit_table(&records, false));
     page(

@@ -349,6 +349,7 @@ pub async fn start_with_routes(
     );
     let state = AppState::new(crate::app::AppServices {
         fhir,
+        accesses: Arc::default(),
         request_log: Some(Arc::new(request_log)),
         client_limiter: Arc::new(crate::app::ClientLimiter::new(config.hddt_rate_per_client)),
         hddt,
@@ -419,6 +420,7 @@ pub async fn start_with_routes(
         spawn_handshake_refusal_audit(state.clone(), refusal_receiver, shutdown.subscribe()),
         crate::hddt::spawn_hddt_maintenance(state.clone(), shutdown.subscribe()),
         crate::hddt::spawn_request_log_sync(state.clone(), shutdown.subscribe()),
+        crate::hddt::spawn_access_flush(state.clone(), shutdown.subscribe()),
         crate::hddt::spawn_registry_refresh(
             state.clone(),
             config.registry_refresh,
@@ -500,6 +502,9 @@ impl RunningServer {
         }
         if let Err(error) = audit.checkpoint().await {
             tracing::error!(%error, "could not checkpoint the audit trail");
+        }
+        if let Err(error) = self.state.accesses.flush(&*self.state.store).await {
+            tracing::error!(%error, "could not write the access counts");
         }
         if let Some(log) = &self.state.request_log
             && let Err(error) = log.sync()

@@ -6,8 +6,9 @@ use medvault_store::devicedata::{
     DEVICE_COLUMNS, OBSERVATION_COLUMNS, device_search_sql, merge_samples, observation_search_sql,
 };
 use medvault_store::{
-    DeviceDataStore, DeviceQuery, DeviceRowV1, IngestBatch, IngestOutcome, ObservationKind,
-    ObservationQuery, ObservationRowV1, SqlValue, StoreError, from_unix_micros, to_unix_micros,
+    AccessCountV1, DeviceDataStore, DeviceQuery, DeviceRowV1, IngestBatch, IngestOutcome,
+    ObservationKind, ObservationQuery, ObservationRowV1, SqlValue, StoreError, from_unix_micros,
+    to_unix_micros,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgArguments, PgRow};
@@ -372,6 +373,73 @@ async fn ingest_in(
 
 #[async_trait]
 impl DeviceDataStore for PostgresStore {
+    async fn record_accesses(&self, counts: &[AccessCountV1]) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut transaction = self.pool.begin().await.map_err(map_error)?;
+        for count in counts {
+            sqlx::query(
+                "INSERT INTO hddt_accesses (pairing_id, day, interaction, count, last_at_us) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (pairing_id, day, interaction) DO UPDATE
+                 SET count = hddt_accesses.count + excluded.count,
+                     last_at_us = GREATEST(hddt_accesses.last_at_us, excluded.last_at_us)",
+            )
+            .bind(&count.pairing_id)
+            .bind(&count.day)
+            .bind(&count.interaction)
+            .bind(count.count)
+            .bind(to_unix_micros(count.last_at))
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+        }
+        transaction.commit().await.map_err(map_error)
+    }
+
+    async fn accesses_of_patient(
+        &self,
+        patient_uid: &str,
+        since: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, AccessCountV1)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.client_id, a.pairing_id, a.day, a.interaction, a.count, a.last_at_us
+             FROM hddt_accesses a JOIN hddt_pairings p ON p.pairing_id = a.pairing_id
+             WHERE p.patient_uid = $1 AND a.day >= $2
+             ORDER BY a.last_at_us DESC LIMIT $3",
+        )
+        .bind(patient_uid)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, "client_id")?,
+                    AccessCountV1 {
+                        pairing_id: get(row, "pairing_id")?,
+                        day: get(row, "day")?,
+                        interaction: get(row, "interaction")?,
+                        count: get(row, "count")?,
+                        last_at: from_unix_micros(get(row, "last_at_us")?)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn purge_accesses(&self, before: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM hddt_accesses WHERE day < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?
+            .rows_affected())
+    }
+
     async fn insert_device(&self, device: &DeviceRowV1) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(map_error)?;
         sqlx::query(AssertSqlSafe(format!(

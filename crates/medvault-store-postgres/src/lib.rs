@@ -91,6 +91,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "HDDT device data: devices, device history, observations, upload batches",
         sql: include_str!("../migrations/0011_device_data.sql"),
     },
+    Migration {
+        version: 12,
+        description: "HDDT accesses: reads per pairing, day and interaction",
+        sql: include_str!("../migrations/0012_hddt_accesses.sql"),
+    },
 ];
 
 /// The key of the advisory lock held while migrating (an arbitrary constant).

@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "HDDT device data: devices, device history, observations, upload batches",
         sql: include_str!("../migrations/0011_device_data.sql"),
     },
+    Migration {
+        version: 12,
+        description: "HDDT accesses: reads per pairing, day and interaction",
+        sql: include_str!("../migrations/0012_hddt_accesses.sql"),
+    },
 ];
 
 /// How long a connection waits for a lock held by another before failing.

@@ -77,6 +77,7 @@ macro_rules! store_conformance_tests {
             hddt_grants_are_revoked_by_selector,
             device_data_batches_are_atomic_and_idempotent,
             device_data_searches_page_and_hide,
+            hddt_access_counts_add_up_and_tickets_are_taken_once,
         );
     };
     (@cases $fresh:path; $($case:ident),+ $(,)?) => {
@@ -2591,4 +2592,83 @@ pub async fn device_data_searches_page_and_hide(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(ids(all), ["c0", "s1", "c1", "c2", "c3", "c4"]);
+}
+
+/// Access counts add up per pairing, day and interaction, are seen only by
+/// the pairing's patient, and are purged by day; a login ticket is taken once.
+pub async fn hddt_access_counts_add_up_and_tickets_are_taken_once(store: &dyn Store) {
+    let [patient, other, _] = three_participants(store).await;
+    hddt_pair(store, &patient, "urn:uuid:acc", 1, 11).await;
+    let pairing = "a".repeat(64);
+    let count = |day: &str, n: i64, minute: i64| crate::AccessCountV1 {
+        pairing_id: pairing.clone(),
+        day: day.to_owned(),
+        interaction: "GET /fhir/Observation".to_owned(),
+        count: n,
+        last_at: T0 + Duration::minutes(minute),
+    };
+    store
+        .record_accesses(&[count("2026-03-01", 2, 1)])
+        .await
+        .unwrap();
+    store
+        .record_accesses(&[count("2026-03-01", 3, 5), count("2026-02-01", 1, 0)])
+        .await
+        .unwrap();
+    let seen = store
+        .accesses_of_patient(&patient, "2026-01-01", 10)
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 2);
+    let (client, newest) = &seen[0];
+    assert_eq!(client, "urn:diga:bfarm:12345");
+    assert_eq!((newest.day.as_str(), newest.count), ("2026-03-01", 5));
+    assert_eq!(newest.last_at, T0 + Duration::minutes(5));
+    assert!(
+        store
+            .accesses_of_patient(&other, "2026-01-01", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.purge_accesses("2026-02-15").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .accesses_of_patient(&patient, "2026-01-01", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    store
+        .insert_login_ticket(&LoginTicketRowV1 {
+            ticket_hash: vec![42; 32],
+            patient_uid: other.clone(),
+            created_at: T0,
+            expires_at: T0 + Duration::minutes(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .take_login_ticket(&[42; 32], T0 + Duration::minutes(6))
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store
+            .take_login_ticket(&[42; 32], T0)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(other.as_str())
+    );
+    assert_eq!(
+        store.take_login_ticket(&[42; 32], T0).await.unwrap(),
+        None,
+        "taken once"
+    );
 }

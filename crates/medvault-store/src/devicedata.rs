@@ -614,9 +614,39 @@ pub fn merge_samples(
     Ok(changed.then(|| slots.join(" ")))
 }
 
+/// How often a DiGA used one interaction of the FHIR API on one day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessCountV1 {
+    /// The pairing (so the DiGA and the patient).
+    pub pairing_id: String,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// What was used (`GET /fhir/Observation`, `GET /fhir/Device/{id}`, ...).
+    pub interaction: String,
+    /// How many times.
+    pub count: i64,
+    /// The last time.
+    pub last_at: OffsetDateTime,
+}
+
 /// Device data storage.
 #[async_trait]
 pub trait DeviceDataStore: Send + Sync {
+    /// Adds counts of FHIR interactions (summed with stored ones).
+    async fn record_accesses(&self, counts: &[AccessCountV1]) -> Result<(), StoreError>;
+
+    /// The counts of a patient's pairings from day `since` (`YYYY-MM-DD`) on,
+    /// newest first, with each pairing's DiGA (`client_id`).
+    async fn accesses_of_patient(
+        &self,
+        patient_uid: &str,
+        since: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, AccessCountV1)>, StoreError>;
+
+    /// Deletes counts of days before `before` (`YYYY-MM-DD`).
+    async fn purge_accesses(&self, before: &str) -> Result<u64, StoreError>;
+
     /// Stores a new device (and its first history version).
     async fn insert_device(&self, device: &DeviceRowV1) -> Result<(), StoreError>;
 

@@ -34,9 +34,9 @@ pub use accounts::{
 pub use audit::{AuditCheckpointRowV1, AuditEntryRowV1, AuditFilter, AuditStore};
 pub use client_certificates::{ClientCertificateRowV1, ClientCertificateStore};
 pub use devicedata::{
-    ChunkSamples, DeviceDataStore, DeviceQuery, DeviceRowV1, DeviceSync, IngestBatch,
-    IngestOutcome, ObservationKind, ObservationQuery, ObservationRowV1, RangeFilter, RangeOp,
-    SqlValue, ValueFilter,
+    AccessCountV1, ChunkSamples, DeviceDataStore, DeviceQuery, DeviceRowV1, DeviceSync,
+    IngestBatch, IngestOutcome, ObservationKind, ObservationQuery, ObservationRowV1, RangeFilter,
+    RangeOp, SqlValue, ValueFilter,
 };
 pub use documents::{
     ConnectionChange, ConnectionRowV1, DocumentInsert, DocumentRowV1, DocumentStore,

@@ -1070,6 +1070,13 @@ async fn the_patient_portal_works_in_headless_chromium() {
     let token = tokens["access_token"].as_str().unwrap().to_owned();
     let (status, _, _) = fhir_get(server, &setup.diga, &token, "/fhir/Observation?_count=1").await;
     assert_eq!(status, 200);
+    // The read counts reach the database (every 5 s; here at once).
+    server
+        .state()
+        .accesses
+        .flush(&*server.state().store)
+        .await
+        .unwrap();
     // A consent ticket does not open the portal (and the other way round).
     let consent_ticket = erika.pairing_ticket().await.unwrap();
     let browser = crate::pairing::WebDriver::start(&chromedriver).await;
@@ -1102,6 +1109,10 @@ async fn the_patient_portal_works_in_headless_chromium() {
     assert!(
         source.contains("hddt.pairing"),
         "the audit trail shows the pairing"
+    );
+    assert!(
+        source.contains("GET /fhir/Observation</code></td><td>1</td>"),
+        "who read what, when: {source}"
     );
     assert!(!source.contains("erika@example.org"));
     // The used ticket does not work twice.
