@@ -609,3 +609,140 @@ fn admin_valuesets_load_the_guides_mivs_and_refuse_a_bad_directory() {
     let still = run(&["admin", "valuesets", "--data-dir", data_dir, "show"]);
     assert!(still.status.success());
 }
+
+/// SIGKILL in the middle of reading uploads: after a restart every
+/// acknowledged batch is there in full, no batch is there in part, and the
+/// audit chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_uploads_keeps_every_acknowledged_batch_whole() {
+    use medvault_client::{Client, NewAccount, Password};
+    use medvault_core::ParticipantKind;
+    use medvault_proto::devices::{NewDevice, Reading, UploadBatch};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = https_client(dir.path());
+    let base = url::Url::parse(&format!("https://localhost:{}/", server.patient.port())).unwrap();
+    let connect = |http: reqwest::Client, base: url::Url| async move {
+        let ca = Client::fetch_ca(&http, &base).await.unwrap();
+        Client::new(http, base, ca)
+    };
+    let sdk = connect(http.clone(), base.clone()).await;
+    sdk.register(NewAccount {
+        kind: ParticipantKind::Patient,
+        display_name: None,
+        password: Some(("crash@example.org".to_owned(), Password::new("crash pw"))),
+        tans: 0,
+        software_certificate: false,
+    })
+    .await
+    .unwrap();
+    let session = std::sync::Arc::new(
+        sdk.login_password("crash@example.org", &Password::new("crash pw"))
+            .await
+            .unwrap(),
+    );
+    let cgm = session
+        .register_device(&NewDevice {
+            model: "glukko-cgm-18".into(),
+            serial_number: "CRASH-1".into(),
+            unit: "mg/dL".into(),
+        })
+        .await
+        .unwrap();
+    // Batch k holds the 288 readings of day k before today (UTC).
+    let today = medvault_core::Clock::now(&medvault_core::SystemClock)
+        .date()
+        .midnight()
+        .assume_utc();
+    let batch = move |k: i64, device: &str| UploadBatch {
+        batch_id: format!("day-{k}"),
+        readings: (0..288)
+            .map(|slot| Reading {
+                device: device.to_owned(),
+                time: (today - time::Duration::days(k + 1) + time::Duration::minutes(5 * slot))
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+                value: Some(f64::from(u32::try_from(90 + (slot + k) % 80).unwrap())),
+                unit: "mg/dL".into(),
+                limit: None,
+            })
+            .collect(),
+    };
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for worker in 0..4_i64 {
+        let session = session.clone();
+        let acknowledged = acknowledged.clone();
+        let device = cgm.id.clone();
+        workers.push(tokio::spawn(async move {
+            for round in 0..50_i64 {
+                let k = round * 4 + worker;
+                match session.upload_readings(&batch(k, &device)).await {
+                    Ok(_) => acknowledged.lock().unwrap().push(k),
+                    Err(_) => break, // the server died
+                }
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while acknowledged.lock().unwrap().len() < 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the uploads did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.signal("KILL");
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let _ = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(10))).await;
+
+    let server = Server::start(dir.path(), &[]);
+    let base = url::Url::parse(&format!("https://localhost:{}/", server.patient.port())).unwrap();
+    let sdk = connect(https_client(dir.path()), base).await;
+    let session = sdk
+        .login_password("crash@example.org", &Password::new("crash pw"))
+        .await
+        .unwrap();
+    let export = session.export_device_data().await.unwrap();
+    // Samples per day (of each chunk's start).
+    let mut per_day = std::collections::BTreeMap::<i64, usize>::new();
+    for entry in export["entry"].as_array().unwrap() {
+        let resource = &entry["resource"];
+        let Some(data) = resource["valueSampledData"]["data"].as_str() else {
+            continue;
+        };
+        let start = time::OffsetDateTime::parse(
+            resource["effectivePeriod"]["start"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        // Day k covers [today - (k + 1) days, today - k days).
+        let seconds = (today - start).whole_seconds();
+        let day = (seconds + 86_399) / 86_400 - 1;
+        *per_day.entry(day).or_default() += data.split(' ').filter(|t| *t != "E").count();
+    }
+    assert!(acknowledged.len() >= 12 && per_day.len() >= acknowledged.len());
+    for k in &acknowledged {
+        assert_eq!(
+            per_day.get(k),
+            Some(&288),
+            "acknowledged day {k} is not whole: {per_day:?}"
+        );
+    }
+    for (day, samples) in &per_day {
+        assert_eq!(*samples, 288, "day {day} is there in part");
+    }
+    server.signal("TERM");
+    let _ = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30))).await;
+    let verify = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(verify.status.success(), "{verify:?}");
+}
