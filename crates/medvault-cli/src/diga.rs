@@ -106,6 +106,18 @@ pub enum DigaCommand {
     Unpair,
 }
 
+/// The stored pairing and an mTLS client with its certificate.
+fn resume(args: &DigaArgs) -> anyhow::Result<(Pairing, Http)> {
+    let pairing = load(&args.state_file)?;
+    let http = Http::new(
+        &pairing.client_cert,
+        &pairing.client_key,
+        pairing.tls_ca.as_deref(),
+        args.verbose,
+    )?;
+    Ok((pairing, http))
+}
+
 /// The FHIR base: given, or the access token's `aud` (read, not verified:
 /// it only says where to send the token, which the server then checks).
 fn fhir_base(pairing: &Pairing, given: Option<&str>) -> anyhow::Result<String> {
@@ -556,13 +568,7 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DigaCommand::Token => {
-            let mut pairing = load(&args.state_file)?;
-            let http = Http::new(
-                &pairing.client_cert,
-                &pairing.client_key,
-                pairing.tls_ca.as_deref(),
-                args.verbose,
-            )?;
+            let (mut pairing, http) = resume(&args)?;
             let (status, tokens) = http
                 .form(
                     &pairing.token_endpoint,
@@ -598,14 +604,8 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             json,
             fhir_base: given,
         } => {
-            let pairing = load(&args.state_file)?;
+            let (pairing, http) = resume(&args)?;
             let base = fhir_base(&pairing, given.as_deref())?;
-            let http = Http::new(
-                &pairing.client_cert,
-                &pairing.client_key,
-                pairing.tls_ca.as_deref(),
-                args.verbose,
-            )?;
             let mut url = format!("{base}/{}", query.trim_start_matches('/'));
             let mut count = 0;
             for _page in 0..10_000 {
@@ -675,14 +675,8 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             json,
             fhir_base: given,
         } => {
-            let pairing = load(&args.state_file)?;
+            let (pairing, http) = resume(&args)?;
             let base = fhir_base(&pairing, given.as_deref())?;
-            let http = Http::new(
-                &pairing.client_cert,
-                &pairing.client_key,
-                pairing.tls_ca.as_deref(),
-                args.verbose,
-            )?;
             let mut parameters = Vec::new();
             if let Some(start) = start {
                 parameters.push(
@@ -770,13 +764,7 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DigaCommand::Unpair => {
-            let pairing = load(&args.state_file)?;
-            let http = Http::new(
-                &pairing.client_cert,
-                &pairing.client_key,
-                pairing.tls_ca.as_deref(),
-                args.verbose,
-            )?;
+            let (pairing, http) = resume(&args)?;
             let (status, body) = http
                 .form(
                     &pairing.revocation_endpoint,
