@@ -683,6 +683,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     init_logging(config.log_format);
     run_async(async move {
+        // The handlers are installed before the server announces itself: a
+        // supervisor may signal as soon as it reads the line below, and an
+        // uninstalled handler would let the default action kill the process
+        // without a clean shutdown.
+        let stop = StopSignal::install().context("cannot install signal handlers")?;
         let running = medvault_server::start(config, Arc::new(SystemClock))
             .await
             .context("cannot start")?;
@@ -706,31 +711,49 @@ fn serve(args: ServeArgs) -> ExitCode {
             "medvault serving: patient https://{} , HDDT (mTLS) https://{}",
             running.patient_addr, running.hddt_addr
         );
-        wait_for_stop_signal().await;
+        stop.wait().await;
         running.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_stop_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), registered up front so that neither can
+/// arrive unhandled between start-up and the wait.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => {}
+                _ = self.interrupt.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
