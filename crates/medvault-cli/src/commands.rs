@@ -27,6 +27,10 @@ pub struct Cli {
 enum Command {
     /// Run the server (HTTPS patient listener + mTLS HDDT listener).
     Serve(Box<ServeArgs>),
+    /// The whole system once, as each actor in turn, on a new development
+    /// server: patient, institution, HCP, Patient Credential, DiGA pairing,
+    /// FHIR paging, CGM summary, a sealed document, revocation, audit trail.
+    Demo(crate::demo::DemoArgs),
     /// Operator tasks on the database.
     Admin {
         #[command(subcommand)]
@@ -422,6 +426,7 @@ enum AuditCommand {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Demo(args) => crate::demo::run(args),
         Command::Admin {
             command: AdminCommand::ClientCert { command },
         } => {

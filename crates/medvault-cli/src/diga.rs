@@ -217,18 +217,18 @@ fn fhir_failure(what: &str, status: u16, body: &Value) -> anyhow::Error {
 /// What the state file keeps.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Pairing {
-    server: String,
-    token_endpoint: String,
-    revocation_endpoint: String,
-    client_id: String,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    tls_ca: Option<PathBuf>,
-    pairing_id: String,
-    scope: String,
-    access_token: String,
-    refresh_token: String,
+pub(crate) struct Pairing {
+    pub(crate) server: String,
+    pub(crate) token_endpoint: String,
+    pub(crate) revocation_endpoint: String,
+    pub(crate) client_id: String,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
+    pub(crate) tls_ca: Option<PathBuf>,
+    pub(crate) pairing_id: String,
+    pub(crate) scope: String,
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: String,
 }
 
 fn short(token: &str) -> String {
@@ -245,13 +245,20 @@ fn text<'a>(value: &'a Value, name: &str) -> &'a str {
     value.get(name).and_then(Value::as_str).unwrap_or_default()
 }
 
-struct Http {
-    client: reqwest::Client,
+/// The DiGA's HTTP client: mTLS with its certificate, no redirects, HTTPS
+/// only; prints each exchange with `-v`.
+pub(crate) struct Http {
+    pub(crate) client: reqwest::Client,
     verbose: bool,
 }
 
 impl Http {
-    fn new(cert: &Path, key: &Path, tls_ca: Option<&Path>, verbose: bool) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        cert: &Path,
+        key: &Path,
+        tls_ca: Option<&Path>,
+        verbose: bool,
+    ) -> anyhow::Result<Self> {
         let mut identity = std::fs::read(cert).with_context(|| format!("{}", cert.display()))?;
         identity.extend(std::fs::read(key).with_context(|| format!("{}", key.display()))?);
         let mut builder = reqwest::Client::builder()
@@ -273,7 +280,7 @@ impl Http {
         })
     }
 
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
         what: &str,
@@ -299,7 +306,7 @@ impl Http {
         Ok((status, body))
     }
 
-    async fn form(
+    pub(crate) async fn form(
         &self,
         url: &str,
         form: &[(&str, &str)],
@@ -351,13 +358,13 @@ fn hiis_hosts(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn random_b64(bytes: usize) -> anyhow::Result<String> {
+pub(crate) fn random_b64(bytes: usize) -> anyhow::Result<String> {
     let mut buffer = vec![0u8; bytes];
     medvault_crypto::random_fill(&mut buffer).map_err(|_| anyhow!("no randomness"))?;
     Ok(URL_SAFE_NO_PAD.encode(buffer))
 }
 
-fn save(path: &Path, pairing: &Pairing) -> anyhow::Result<()> {
+pub(crate) fn save(path: &Path, pairing: &Pairing) -> anyhow::Result<()> {
     crate::user::write_private(path, &serde_json::to_vec_pretty(pairing)?)
 }
 

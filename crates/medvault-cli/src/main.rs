@@ -13,6 +13,7 @@
 )]
 
 mod commands;
+mod demo;
 mod devices;
 mod diga;
 mod patient;

@@ -498,6 +498,31 @@ impl Profiled {
     }
 }
 
+/// Writes a profile directory for `session` on `server` (as `account
+/// register` and `account login` leave it), so that the commands that read
+/// a profile work with it: the demo's `--keep`.
+pub(crate) fn write_profile(
+    dir: &Path,
+    server: &url::Url,
+    tls_ca_pem: Option<&str>,
+    ca: &PinnedCa,
+    session: &Session,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    set_mode(dir, 0o700)?;
+    let profile = Profile {
+        server: server.to_string(),
+        tls_ca_pem: tls_ca_pem.map(str::to_owned),
+        participant_ca: ca.public_key().into(),
+    };
+    write_private(
+        &dir.join("profile.json"),
+        &serde_json::to_vec_pretty(&profile)?,
+    )?;
+    let json = Zeroizing::new(serde_json::to_vec(&session.export())?);
+    write_private(&dir.join("session.json"), &json)
+}
+
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     #[cfg(unix)]
     {

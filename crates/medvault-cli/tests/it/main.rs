@@ -10,6 +10,7 @@
     reason = "integration tests: a failed expectation must fail the test, and deadlines use the wall clock"
 )]
 
+mod demo;
 mod participant;
 mod process;
 mod serve;
