@@ -77,6 +77,19 @@ pub fn new_device(
             "serial_number must be 1 to 40 letters, digits, '-' or '.'",
         ));
     }
+    // The serial number is the one typed value a DiGA receives
+    // (Device.serialNumber is Must Support): it must not be able to carry a
+    // name or the patient's insurance number.
+    if !serial.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(IngestError::batch(
+            "serial_number must contain a digit (it is the number printed on the device)",
+        ));
+    }
+    if is_kvnr(serial) {
+        return Err(IngestError::batch(
+            "serial_number looks like a health insurance number (KVNR) and is not stored",
+        ));
+    }
     let unit = GlucoseUnit::parse(&request.unit)
         .ok_or_else(|| IngestError::batch("unit must be mg/dL or mmol/L"))?;
     Ok(DeviceRowV1 {
@@ -104,6 +117,33 @@ pub fn new_device(
         calibration_time: None,
         calibration_epoch: 0,
     })
+}
+
+/// Whether `text` is a KVNR (the unchangeable part of the German health
+/// insurance number): a letter and nine digits whose last is the check digit
+/// (the letter as 01..26, weights 1, 2, 1, 2, ..., digit sums of the
+/// products, sum modulo 10).
+pub fn is_kvnr(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let [letter, digits @ ..] = bytes else {
+        return false;
+    };
+    if digits.len() != 9 || !letter.is_ascii_alphabetic() || !digits.iter().all(u8::is_ascii_digit)
+    {
+        return false;
+    }
+    let position = letter.to_ascii_uppercase() - b'A' + 1;
+    let mut values = vec![position / 10, position % 10];
+    values.extend(digits.iter().take(8).map(|d| d - b'0'));
+    let sum: u32 = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let product = u32::from(*value) * if index % 2 == 0 { 1 } else { 2 };
+            product / 10 + product % 10
+        })
+        .sum();
+    digits.last().map(|d| u32::from(d - b'0')) == Some(sum % 10)
 }
 
 /// How readings become Observations.
@@ -359,6 +399,40 @@ mod tests {
             unit: device.unit.clone(),
             limit,
         }
+    }
+
+    #[test]
+    fn serial_numbers_cannot_carry_a_name_or_an_insurance_number() {
+        let register = |serial: &str| {
+            new_device(
+                "patient",
+                &NewDevice {
+                    model: "glukko-meter-5".into(),
+                    serial_number: serial.into(),
+                    unit: "mg/dL".into(),
+                },
+                now(),
+            )
+        };
+        assert!(register("GM5-2024-00017").is_ok());
+        // A valid KVNR (A = 01; check digit 0), in either case, is refused.
+        assert!(is_kvnr("A123456780"));
+        assert!(is_kvnr("a123456780"));
+        for refused in [
+            "A123456780",
+            "a123456780",
+            "ErikaMustermann",
+            "",
+            "SN 1",
+            &"7".repeat(41),
+        ] {
+            assert!(register(refused).is_err(), "{refused:?}");
+        }
+        // Same shape, wrong check digit: a serial number, not a KVNR.
+        assert!(!is_kvnr("A123456781"));
+        assert!(register("A123456781").is_ok());
+        assert!(!is_kvnr("AB12345678"));
+        assert!(!is_kvnr("A12345678"));
     }
 
     #[test]
