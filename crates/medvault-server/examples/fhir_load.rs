@@ -14,6 +14,9 @@
 //!
 //! ```sh
 //! cargo run --release -p medvault-server --example fhir_load -- --patients 1000 --days 30
+//! # with a sampling profile of the search and read phases (flame graphs in target/profile/):
+//! MEDVAULT_PROFILE=target/profile cargo run --release -p medvault-server --features profile \
+//!   --example fhir_load -- --patients 100 --days 30
 //! MEDVAULT_BENCH_BACKEND=postgres MEDVAULT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
 //!   cargo run --release -p medvault-server --example fhir_load -- --patients 1000
 //! ```
@@ -131,15 +134,124 @@ async fn load(
     }
 }
 
+/// With `--features profile` and `MEDVAULT_PROFILE=DIR`: a sampling profile
+/// (SIGPROF at 499 Hz, pprof) of the whole process during one load phase,
+/// written as `DIR/<phase>.svg` (a flame graph) and summarised on stdout:
+/// the share of samples per thread group (server workers, load generator,
+/// sqlx's SQLite workers) and per component, each sample counted under the
+/// innermost frame that names one. perf_event is closed on the benchmark
+/// machines (perf_event_paranoid 2), SIGPROF is not.
+#[cfg(feature = "profile")]
+struct Profile(Option<(pprof::ProfilerGuard<'static>, std::path::PathBuf)>);
+
+#[cfg(feature = "profile")]
+impl Profile {
+    fn start(phase: &str) -> Self {
+        let Ok(dir) = std::env::var("MEDVAULT_PROFILE") else {
+            return Self(None);
+        };
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(499)
+            .build()
+            .unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(Some((
+            guard,
+            std::path::Path::new(&dir).join(format!("{phase}.svg")),
+        )))
+    }
+
+    fn finish(self) {
+        const COMPONENTS: [(&str, &[&str]); 10] = [
+            ("SQLite engine (C)", &["sqlite3"]),
+            ("sqlx (driver, worker hand-off)", &["sqlx"]),
+            ("TLS (rustls, aws-lc)", &["rustls", "aws_lc"]),
+            ("JSON (serde_json)", &["serde_json", "serde::"]),
+            ("FHIR resources and search", &["medvault_fhir"]),
+            ("token and grant check", &["medvault_oauth", "jsonwebtoken"]),
+            ("HTTP (hyper, h2, reqwest)", &["hyper", "h2::", "reqwest"]),
+            ("allocation", &["alloc::", "malloc", "free", "realloc"]),
+            (
+                "runtime and scheduling",
+                &["tokio", "parking_lot", "futex", "epoll", "mio"],
+            ),
+            ("other medvault", &["medvault"]),
+        ];
+        let Some((guard, path)) = self.0 else { return };
+        let report = guard.report().build().unwrap();
+        report
+            .flamegraph(std::fs::File::create(&path).unwrap())
+            .unwrap();
+        let mut threads = std::collections::BTreeMap::<String, isize>::new();
+        let mut components = std::collections::BTreeMap::<&str, isize>::new();
+        let mut total = 0isize;
+        for (frames, count) in &report.data {
+            total += count;
+            let name = frames.thread_name.clone();
+            let group = if name.starts_with("sqlx") {
+                "sqlx SQLite worker threads"
+            } else if name.starts_with("server") {
+                "server workers"
+            } else if name.starts_with("load") {
+                "load generator"
+            } else {
+                "other threads"
+            };
+            *threads.entry(group.to_owned()).or_default() += count;
+            let component = frames
+                .frames
+                .iter()
+                .flatten()
+                .find_map(|symbol| {
+                    let name = symbol.name();
+                    COMPONENTS
+                        .iter()
+                        .find(|(_, needles)| needles.iter().any(|n| name.contains(n)))
+                        .map(|(component, _)| *component)
+                })
+                .unwrap_or("unattributed");
+            *components.entry(component).or_default() += count;
+        }
+        let share = |n: isize| n as f64 * 100.0 / total.max(1) as f64;
+        println!(
+            "  profile ({total} samples at 499 Hz) -> {}",
+            path.display()
+        );
+        for (group, count) in &threads {
+            println!("    {group:<34} {:>5.1} %", share(*count));
+        }
+        let mut ranked: Vec<_> = components.into_iter().collect();
+        ranked.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+        for (component, count) in ranked {
+            println!("      {component:<32} {:>5.1} %", share(count));
+        }
+    }
+}
+
+/// Without the `profile` feature: nothing.
+#[cfg(not(feature = "profile"))]
+struct Profile;
+
+#[cfg(not(feature = "profile"))]
+impl Profile {
+    fn start(_phase: &str) -> Self {
+        Self
+    }
+
+    fn finish(self) {}
+}
+
 fn main() {
     let args = args();
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("server")
         .enable_all()
         .build()
         .unwrap();
     let load_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("load")
         .enable_all()
         .build()
         .unwrap();
@@ -386,6 +498,7 @@ fn main() {
                 ids.push((index, entry["resource"]["id"].as_str().unwrap().to_owned()));
             }
         }
+        let profile = Profile::start("search");
         load(
             &client,
             args.concurrency,
@@ -394,7 +507,9 @@ fn main() {
         )
         .await
         .report("Observation search, one day");
+        profile.finish();
         let ids = Arc::new(ids);
+        let profile = Profile::start("read");
         load(
             &client,
             args.concurrency,
@@ -412,6 +527,7 @@ fn main() {
         )
         .await
         .report("Observation read by id");
+        profile.finish();
     });
     server_runtime.block_on(async move { drop(server) });
 }
