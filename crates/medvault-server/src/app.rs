@@ -444,6 +444,7 @@ async fn require_client_certificate(
                 .to_owned();
             let path: String = request.uri().path().chars().take(200).collect();
             let oauth_endpoint = matches!(path.as_str(), "/par" | "/token" | "/revoke");
+            let fhir_endpoint = path == "/fhir" || path.starts_with("/fhir/");
             // A certificate-less request costs an attacker nothing: those are
             // rate-bounded. A refused certificate got through the handshake (an
             // open or resumed connection of a removed or expired one): always audited.
@@ -479,6 +480,37 @@ async fn require_client_certificate(
                         medvault_oauth::OAuthError::unregistered_client()
                     },
                 );
+            }
+            if fhir_endpoint {
+                // The FHIR API answers with OperationOutcomes, and an HDDT
+                // resource server never uses 403 (digest §4): a missing,
+                // unregistered or removed DiGA certificate is 401.
+                let query: Vec<(String, String)> = request
+                    .uri()
+                    .query()
+                    .map(|query| {
+                        url::form_urlencoded::parse(query.as_bytes())
+                            .into_owned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let format = crate::fhir::negotiate(request.headers(), &query)
+                    .unwrap_or(crate::fhir::Format::Json);
+                return if matches!(error, ClientCertError::StaleAllowList) {
+                    crate::fhir::outcome(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format,
+                        "transient",
+                        "The DiGA registry cannot be read at the moment; try again later",
+                    )
+                } else {
+                    crate::fhir::outcome(
+                        StatusCode::UNAUTHORIZED,
+                        format,
+                        "login",
+                        "A client certificate registered for a DiGA in the DiGA-VZ is required (mTLS)",
+                    )
+                };
             }
             let status = match error {
                 ClientCertError::Missing => StatusCode::UNAUTHORIZED,

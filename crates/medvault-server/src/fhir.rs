@@ -188,6 +188,27 @@ pub fn routes() -> Router<AppState> {
         .route("/fhir/{kind}/_search", post(search_post))
         .route("/fhir/{kind}/{id}", get(read).post(operation))
         .route("/fhir/{kind}/{id}/_history/{version}", get(vread))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Create, update, patch, delete and the like: 405 with an OperationOutcome
+/// (the API is read-only for DiGAs).
+async fn method_not_allowed(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let format = negotiate(&headers, &query_pairs(query.as_deref())).unwrap_or(Format::Json);
+    read_only(format)
+}
+
+fn read_only(format: Format) -> Response {
+    let mut response = outcome(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format,
+        "not-supported",
+        "The FHIR API of this Device Data Recorder is read-only: read, vread, search and $hddt-cgm-summary",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    response
 }
 
 /// The resource types served.
@@ -686,6 +707,10 @@ async fn operation_on_type(
             )
             .await
         }
+        // A create on a served type.
+        None if Kind::parse(&kind).is_some() => {
+            read_only(negotiate(&headers, &query_pairs(query.as_deref())).unwrap_or(Format::Json))
+        }
         None => type_not_supported(&headers, &kind),
     }
 }
@@ -721,6 +746,10 @@ async fn run_operation(
     body: &Bytes,
 ) -> Response {
     let parameters = query_pairs(query);
+    if !name.starts_with('$') && Kind::parse(kind).is_some() {
+        // A POST to a resource (an update in disguise), not an operation.
+        return read_only(negotiate(headers, &parameters).unwrap_or(Format::Json));
+    }
     if kind != "Observation" || name != "$hddt-cgm-summary" {
         let format = negotiate(headers, &parameters).unwrap_or(Format::Json);
         return outcome(

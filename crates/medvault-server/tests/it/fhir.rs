@@ -831,6 +831,65 @@ async fn requests_outside_the_rules_get_the_guides_answers(backend: Backend) {
         "<CapabilityStatement xmlns=\"http://hl7.org/fhir\"><id value=\"medvault-hddt\"/>"
     ));
 
+    // Writes and requests without a registered certificate get
+    // OperationOutcomes: 405 and 401, never 403 nor problem+json (digest §4).
+    let diga_client = server.client(Some(&setup.diga));
+    for (method, path) in [
+        ("PUT", "/fhir/Observation/x"),
+        ("DELETE", "/fhir/Observation/x"),
+        ("PATCH", "/fhir/Device/x"),
+        ("POST", "/fhir/Observation"),
+        ("POST", "/fhir/Observation/x"),
+    ] {
+        let response = diga_client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                server.hddt_url(path),
+            )
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], "GET, POST", "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{method} {path}");
+        assert_eq!(body["issue"][0]["code"], "not-supported");
+        capture(server, &body);
+    }
+    // No certificate: 401 (an unregistered one is refused in the handshake).
+    let stranger = TestCertificate::diga("stranger");
+    assert!(
+        server
+            .client(Some(&stranger))
+            .get(server.hddt_url("/fhir/Observation?_count=1"))
+            .send()
+            .await
+            .is_err()
+    );
+    {
+        let response = server
+            .client(None)
+            .get(server.hddt_url("/fhir/Observation?_count=1"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert_eq!(body["issue"][0]["code"], "login");
+        capture(server, &body);
+    }
+
     let client = server.client(Some(&setup.diga));
     let get = |path: &str, accept: Option<&str>| {
         let mut request = client.get(server.hddt_url(path)).bearer_auth(token);
@@ -1021,6 +1080,35 @@ async fn requests_outside_the_rules_get_the_guides_answers(backend: Backend) {
             .unwrap()
             .contains("The access token expired")
     );
+    // A DiGA removed from the DiGA-VZ, on a connection it opened before:
+    // 401 with an OperationOutcome (not 403, not problem+json).
+    let removed = server.client(Some(&setup.bg_only));
+    let opened = removed
+        .get(server.hddt_url("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    hddt::install_registry(
+        server,
+        vec![entry(
+            DIGA,
+            &setup.diga,
+            vec![Miv::BloodGlucose, Miv::ContinuousGlucose],
+        )],
+    )
+    .await;
+    server.state().allow_list.reload().await.unwrap();
+    let response = removed
+        .get(server.hddt_url("/fhir/Observation?_count=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    capture(server, &body);
     validate_captured(server, "fhir refusals");
 }
 
