@@ -911,7 +911,10 @@ impl AuthorizationServer {
             .store
             .finish_authorization(request_uri, &hash(csrf), Some(&approval), now)
             .await
-            .map_err(|_| PageError::Internal)?;
+            .map_err(|error| {
+                tracing::error!(%error, "storing an approved consent failed");
+                PageError::Internal
+            })?;
         if !finished {
             return Err(PageError::InvalidRequest);
         }

@@ -170,6 +170,24 @@ impl TokenKeys {
     /// Makes a new signing key and retires the current one (which keeps
     /// verifying for the window). Returns the new `kid`.
     pub async fn rotate_signing_key(&self) -> Result<String, KeyError> {
+        let (row, public) = self.new_signing_key()?;
+        let now = self.clock.now();
+        self.store
+            .rotate_server_key(&row, now, now + self.verify_window)
+            .await?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        self.public
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(row.kid.clone(), public);
+        Ok(row.kid)
+    }
+
+    /// A new signing key, wrapped for the store, and its public key.
+    fn new_signing_key(&self) -> Result<(ServerKeyRowV1, P256PublicKey), KeyError> {
         let key = SoftwareKey::generate().map_err(|_| KeyError::Crypto("generate"))?;
         let public = P256PublicKey::from_uncompressed(&key.public_key())
             .map_err(|_| KeyError::Crypto("public key"))?;
@@ -183,32 +201,18 @@ impl TokenKeys {
         jwk.alg = Some("ES256".into());
         jwk.use_ = Some("sig".into());
         let now = self.clock.now();
-        self.store
-            .rotate_server_key(
-                &ServerKeyRowV1 {
-                    kid: kid.clone(),
-                    purpose: SIGNING.to_owned(),
-                    public_jwk: Some(
-                        serde_json::to_string(&jwk).map_err(|_| KeyError::Crypto("jwk"))?,
-                    ),
-                    wrapped_secret: wrapped.to_bytes(),
-                    created_at: now,
-                    retired_at: None,
-                    publish_until: now,
-                },
-                now,
-                now + self.verify_window,
-            )
-            .await?;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-        self.public
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(kid.clone(), public);
-        Ok(kid)
+        Ok((
+            ServerKeyRowV1 {
+                kid,
+                purpose: SIGNING.to_owned(),
+                public_jwk: Some(serde_json::to_string(&jwk).map_err(|_| KeyError::Crypto("jwk"))?),
+                wrapped_secret: wrapped.to_bytes(),
+                created_at: now,
+                retired_at: None,
+                publish_until: now,
+            },
+            public,
+        ))
     }
 
     /// The current signing key (made on first use) and its `kid`.
@@ -224,10 +228,11 @@ impl TokenKeys {
         let row = match self.store.current_server_key(SIGNING).await? {
             Some(row) => row,
             None => {
-                match self.rotate_signing_key().await {
+                let (row, _) = self.new_signing_key()?;
+                match self.store.create_server_key(&row).await {
                     // Another node made the first key at the same moment.
-                    Ok(_) | Err(KeyError::Store(StoreError::Conflict(_))) => {}
-                    Err(error) => return Err(error),
+                    Ok(()) | Err(StoreError::Conflict(_)) => {}
+                    Err(error) => return Err(error.into()),
                 }
                 self.store
                     .current_server_key(SIGNING)
@@ -340,21 +345,19 @@ impl TokenKeys {
                     .wrap_secret(&secret, &binding)
                     .map_err(|_| KeyError::Crypto("wrap"))?;
                 let now = self.clock.now();
+                // Never a rotation: a second secret would change every
+                // Pairing ID made under the first.
                 let made = self
                     .store
-                    .rotate_server_key(
-                        &ServerKeyRowV1 {
-                            kid,
-                            purpose: PAIRING.to_owned(),
-                            public_jwk: None,
-                            wrapped_secret: wrapped.to_bytes(),
-                            created_at: now,
-                            retired_at: None,
-                            publish_until: now,
-                        },
-                        now,
-                        now,
-                    )
+                    .create_server_key(&ServerKeyRowV1 {
+                        kid,
+                        purpose: PAIRING.to_owned(),
+                        public_jwk: None,
+                        wrapped_secret: wrapped.to_bytes(),
+                        created_at: now,
+                        retired_at: None,
+                        publish_until: now,
+                    })
                     .await;
                 match made {
                     Ok(()) | Err(StoreError::Conflict(_)) => {}

@@ -295,12 +295,15 @@ pub async fn start_with_routes(
         path: keys.join("issuer-kek.bin"),
         reason: error.to_string(),
     })?;
-    // The token signing key exists from the first start (not the first
-    // token), so a node started later knows it before any token arrives;
-    // every node loads the verification keys now.
+    // The token signing key and the pairing secret exist from the first
+    // start (not the first token or consent), so a node started later knows
+    // them before any token arrives; every node loads the verification keys
+    // now. (Both are made by an insert that never replaces a key, so two
+    // nodes starting at once still agree.)
     token_keys
         .signing_key()
         .await
+        .and(token_keys.pairing_key().await.map(|_| ()))
         .and(token_keys.reload_public().await)
         .map_err(|error| StartError::Key {
             name: "token signing key",

@@ -136,6 +136,26 @@ impl HddtStore for SqliteStore {
         transaction.commit().await.map_err(map_error)
     }
 
+    async fn create_server_key(&self, key: &ServerKeyRowV1) -> Result<(), StoreError> {
+        // The partial unique index `server_keys_one_current` refuses a second
+        // current key of a purpose: a conflict, never a replacement.
+        sqlx::query(
+            "INSERT INTO server_keys (kid, format, purpose, public_jwk, wrapped_secret, created_at_us, retired_at_us, publish_until_us)
+             VALUES (?, 1, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.purpose)
+        .bind(&key.public_jwk)
+        .bind(&key.wrapped_secret)
+        .bind(to_unix_micros(key.created_at))
+        .bind(key.retired_at.map(to_unix_micros))
+        .bind(to_unix_micros(key.publish_until))
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
     async fn current_server_key(
         &self,
         purpose: &str,

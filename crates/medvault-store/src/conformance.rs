@@ -2023,6 +2023,35 @@ pub async fn hddt_requests_codes_and_refresh_tokens_are_used_once(store: &dyn St
         store.current_server_key("pairing-secret").await.unwrap(),
         None
     );
+    // A first key is made once: a second "first" key is a conflict and
+    // changes nothing (the pairing secret must never change under a race).
+    let secret = |kid: &str| ServerKeyRowV1 {
+        kid: kid.to_owned(),
+        purpose: "pairing-secret".to_owned(),
+        public_jwk: None,
+        wrapped_secret: vec![2; 80],
+        created_at: T0,
+        retired_at: None,
+        publish_until: T0,
+    };
+    store.create_server_key(&secret("p1")).await.unwrap();
+    assert!(matches!(
+        store.create_server_key(&secret("p2")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .current_server_key("pairing-secret")
+            .await
+            .unwrap()
+            .unwrap()
+            .kid,
+        "p1"
+    );
+    assert!(matches!(
+        store.create_server_key(&key("k9", T0)).await,
+        Err(StoreError::Conflict(_))
+    ));
     store
         .rotate_server_key(&key("k2", T0), T0, T0)
         .await

@@ -177,6 +177,13 @@ pub trait HddtStore: Send + Sync {
         retired_publish_until: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
+    /// Stores `key` as the first current key of its purpose, never replacing
+    /// one: [`StoreError::Conflict`] when a current key exists (another node
+    /// or request made it first; read it with [`Self::current_server_key`]).
+    /// A check followed by [`Self::rotate_server_key`] would let two first
+    /// uses each make a key, and the second would retire the first.
+    async fn create_server_key(&self, key: &ServerKeyRowV1) -> Result<(), StoreError>;
+
     /// The current key of `purpose`.
     async fn current_server_key(&self, purpose: &str)
     -> Result<Option<ServerKeyRowV1>, StoreError>;

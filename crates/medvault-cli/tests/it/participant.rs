@@ -1342,14 +1342,33 @@ async fn a_patient_uploads_device_data_from_the_command_line() {
     let out = work.path().join("export.json");
     ok(&medvault(&patient, &["export", "--out", out.to_str().unwrap()], "").await);
     let export: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    let observations = export["entry"]
+    let observations: Vec<&serde_json::Value> = export["entry"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["resource"]["resourceType"] == "Observation")
-        .count();
-    // Two meter readings and two days of hourly CGM chunks (49 or 50).
-    assert!((51..=52).contains(&observations), "{observations}");
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "Observation")
+        .collect();
+    // Two meter readings, and the 576 CGM readings exactly once in hourly
+    // chunks: 48 or 49 of them (how two days fall on hour boundaries), one
+    // more where the calibration closed the open chunk.
+    let (cgm, meter): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = observations
+        .into_iter()
+        .partition(|r| r.get("valueSampledData").is_some());
+    assert_eq!(meter.len(), 2);
+    assert!((48..=50).contains(&cgm.len()), "{}", cgm.len());
+    let samples: usize = cgm
+        .iter()
+        .map(|r| {
+            r["valueSampledData"]["data"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .filter(|t| *t != "E")
+                .count()
+        })
+        .sum();
+    assert_eq!(samples, 576);
 
     // The operator's maintenance switch and the public status feed.
     let on = crate::process::run(&[

@@ -746,3 +746,558 @@ async fn sigkill_during_uploads_keeps_every_acknowledged_batch_whole() {
     ]);
     assert!(verify.status.success(), "{verify:?}");
 }
+
+/// Where a pairing round was when the server died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Par,
+    Page,
+    Login,
+    Decision,
+    Token,
+}
+
+/// What one worker saw: codes it got (round, code) and token responses.
+#[derive(Debug, Default)]
+struct Rounds {
+    approved: Vec<(u32, String)>,
+    redeemed: Vec<(u32, serde_json::Value)>,
+    failed_at: Option<Stage>,
+}
+
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap() + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    let mut body = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields {
+        body.append_pair(name, value);
+    }
+    body.finish()
+}
+
+const CRASH_DIGA: &str = "urn:diga:bfarm:44444";
+const CRASH_REDIRECT: &str = "https://diga.example/callback";
+const CRASH_VERIFIER: &str = "crash-test-verifier-crash-test-verifier-0123456789";
+
+/// One whole pairing of `session`'s patient; `stage` is set before each
+/// request, so a failure says where the server died.
+#[allow(clippy::too_many_arguments, reason = "a test helper with one caller")]
+async fn pair_once(
+    browser: &reqwest::Client,
+    diga: &reqwest::Client,
+    patient_base: &str,
+    hddt_base: &str,
+    session: &medvault_client::Session,
+    stage: &mut Stage,
+    rounds: &std::sync::Mutex<Rounds>,
+    round: u32,
+) -> Result<(), ()> {
+    use base64::Engine as _;
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(medvault_crypto::sha256(CRASH_VERIFIER.as_bytes()));
+    *stage = Stage::Par;
+    let pushed: serde_json::Value = diga
+        .post(format!("{hddt_base}/par"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("client_id", CRASH_DIGA),
+            ("response_type", "code"),
+            ("code_challenge_method", "S256"),
+            ("code_challenge", &challenge),
+            ("redirect_uri", CRASH_REDIRECT),
+            ("scope", "patient/Observation.rs?code:in=https://gematik.de/fhir/hddt/ValueSet/hddt-miv-continuous-glucose-measurement"),
+        ]))
+        .send()
+        .await
+        .map_err(|_| ())?
+        .json()
+        .await
+        .map_err(|_| ())?;
+    let request_uri = pushed["request_uri"].as_str().unwrap().to_owned();
+    *stage = Stage::Page;
+    let page = browser
+        .get(format!(
+            "{patient_base}/authorize?{}",
+            form(&[("client_id", CRASH_DIGA), ("request_uri", &request_uri)])
+        ))
+        .send()
+        .await
+        .map_err(|_| ())?
+        .text()
+        .await
+        .map_err(|_| ())?;
+    let csrf = hidden_field(&page, "csrf");
+    let ticket = session.pairing_ticket().await.map_err(|_| ())?;
+    *stage = Stage::Login;
+    let login = browser
+        .post(format!("{patient_base}/authorize/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("request_uri", &request_uri),
+            ("csrf", &csrf),
+            ("ticket", &ticket.ticket.to_lowercase()),
+        ]))
+        .send()
+        .await
+        .map_err(|_| ())?;
+    assert_eq!(login.status(), 200);
+    *stage = Stage::Decision;
+    let decided = browser
+        .post(format!("{patient_base}/authorize/decision"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("request_uri", &request_uri),
+            ("csrf", &csrf),
+            ("miv", "hddt-miv-continuous-glucose-measurement"),
+            ("days", "90"),
+            ("decision", "approve"),
+        ]))
+        .send()
+        .await
+        .map_err(|_| ())?;
+    assert_eq!(decided.status(), 303);
+    let location = url::Url::parse(decided.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .map(|(_, value)| value.into_owned())
+        .unwrap();
+    rounds.lock().unwrap().approved.push((round, code.clone()));
+    *stage = Stage::Token;
+    let response = redeem(diga, hddt_base, &code).await.map_err(|_| ())?;
+    assert_eq!(response.0, 200, "{}", response.1);
+    rounds.lock().unwrap().redeemed.push((round, response.1));
+    Ok(())
+}
+
+async fn redeem(
+    diga: &reqwest::Client,
+    hddt_base: &str,
+    code: &str,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let response = diga
+        .post(format!("{hddt_base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", CRASH_VERIFIER),
+            ("redirect_uri", CRASH_REDIRECT),
+            ("client_id", CRASH_DIGA),
+        ]))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+/// The status of a FHIR search with `token`.
+async fn fhir_status(diga: &reqwest::Client, hddt_base: &str, token: &serde_json::Value) -> u16 {
+    let response = diga
+        .get(format!("{hddt_base}/fhir/Observation?_count=1"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    if status != 200 {
+        // Only ever refused as revoked: never for an issuer, key or format.
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body["issue"][0]["diagnostics"], "The access token was revoked or its consent ended",
+            "{body}"
+        );
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_pairings_leaves_no_half_made_pairing() {
+    use medvault_client::{Client, NewAccount, Password};
+    use medvault_core::ParticipantKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = medvault_testkit::TestCertificate::diga("crash-diga");
+    let cert_path = dir.path().join("diga.pem");
+    std::fs::write(&cert_path, &certificate.cert_pem).unwrap();
+    let added = run(&[
+        "admin",
+        "diga",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "add",
+        "--client-id",
+        CRASH_DIGA,
+        "--name",
+        "Crash-DiGA",
+        "--redirect-uri",
+        CRASH_REDIRECT,
+        "--miv",
+        "hddt-miv-continuous-glucose-measurement",
+        "--cert",
+        cert_path.to_str().unwrap(),
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    let mut identity = certificate.cert_pem.clone().into_bytes();
+    identity.extend(certificate.key_pem.as_bytes());
+    let clients = |dir: &std::path::Path| {
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(dir.join("tls/dev-ca.pem")).unwrap())
+                .unwrap();
+        let diga = reqwest::Client::builder()
+            .tls_certs_only([ca.clone()])
+            .identity(reqwest::Identity::from_pem(&identity).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let browser = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        (diga, browser)
+    };
+
+    let server = Server::start(dir.path(), &[]);
+    let patient_base = format!("https://localhost:{}", server.patient.port());
+    let hddt_base = format!("https://localhost:{}", server.hddt.port());
+    let base = url::Url::parse(&format!("{patient_base}/")).unwrap();
+    let http = https_client(dir.path());
+    let sdk = Client::new(
+        http.clone(),
+        base.clone(),
+        Client::fetch_ca(&http, &base).await.unwrap(),
+    );
+    // One patient per worker: a new consent supersedes the patient's earlier one.
+    let mut sessions = Vec::new();
+    for worker in 0..4 {
+        let email = format!("pairing-crash-{worker}@example.org");
+        sdk.register(NewAccount {
+            kind: ParticipantKind::Patient,
+            display_name: None,
+            password: Some((email.clone(), Password::new("crash pw"))),
+            tans: 0,
+            software_certificate: false,
+        })
+        .await
+        .unwrap();
+        sessions.push(std::sync::Arc::new(
+            sdk.login_password(&email, &Password::new("crash pw"))
+                .await
+                .unwrap(),
+        ));
+    }
+    let (diga, browser) = clients(dir.path());
+    let mut workers = Vec::new();
+    let mut all_rounds = Vec::new();
+    for session in &sessions {
+        let rounds = std::sync::Arc::new(std::sync::Mutex::new(Rounds::default()));
+        all_rounds.push(rounds.clone());
+        let (diga, browser, session) = (diga.clone(), browser.clone(), session.clone());
+        let (patient_base, hddt_base) = (patient_base.clone(), hddt_base.clone());
+        workers.push(tokio::spawn(async move {
+            let mut stage = Stage::Par;
+            for round in 0..200 {
+                if pair_once(
+                    &browser,
+                    &diga,
+                    &patient_base,
+                    &hddt_base,
+                    &session,
+                    &mut stage,
+                    &rounds,
+                    round,
+                )
+                .await
+                .is_err()
+                {
+                    rounds.lock().unwrap().failed_at = Some(stage);
+                    return;
+                }
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while all_rounds
+        .iter()
+        .map(|r| r.lock().unwrap().redeemed.len())
+        .sum::<usize>()
+        < 12
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pairings did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.signal("KILL");
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let _ = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(10))).await;
+
+    // The same public URLs as before (a restarted node keeps its name; the
+    // ports here are new): the tokens' issuer and audience stay valid.
+    let (old_patient, old_hddt) = (patient_base.clone(), hddt_base.clone());
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--public-base-url",
+            &old_patient,
+            "--oauth-issuer",
+            &old_hddt,
+            "--fhir-base-url",
+            &format!("{old_hddt}/fhir"),
+        ],
+    );
+    let hddt_base = format!("https://localhost:{}", server.hddt.port());
+    let (diga, _) = clients(dir.path());
+    for rounds in &all_rounds {
+        let rounds = std::mem::take(&mut *rounds.lock().unwrap());
+        let failed_at = rounds.failed_at.expect("every worker stopped at the kill");
+        let last_redeemed = rounds.redeemed.last().map(|(round, _)| *round);
+        let last_approved = rounds.approved.last().map(|(round, _)| *round);
+        // Earlier consents were superseded: their tokens are refused.
+        for (round, tokens) in rounds.redeemed.iter().rev().skip(1) {
+            assert_eq!(
+                fhir_status(&diga, &hddt_base, tokens).await,
+                401,
+                "round {round}"
+            );
+        }
+        match (last_approved, last_redeemed) {
+            // Approved, then died while redeeming: the approval is durable,
+            // so the code works now, unless the redemption got through before
+            // the kill (then it is used: invalid_grant, and nothing else).
+            (Some(approved), redeemed) if redeemed != Some(approved) => {
+                assert_eq!(failed_at, Stage::Token);
+                let (_, code) = rounds.approved.last().unwrap();
+                let (status, tokens) = redeem(&diga, &hddt_base, code).await.unwrap();
+                match status {
+                    200 => assert_eq!(fhir_status(&diga, &hddt_base, &tokens).await, 200),
+                    400 => assert_eq!(tokens["error"], "invalid_grant", "{tokens}"),
+                    other => panic!("redeeming after the restart: {other} {tokens}"),
+                }
+            }
+            // The last round finished: its tokens work, unless the next
+            // consent got through before the kill and superseded them.
+            (_, Some(_)) => {
+                let (_, tokens) = rounds.redeemed.last().unwrap();
+                let status = fhir_status(&diga, &hddt_base, tokens).await;
+                if failed_at == Stage::Decision {
+                    assert!(status == 200 || status == 401, "{status}");
+                } else {
+                    assert_eq!(status, 200, "died at {failed_at:?}");
+                }
+            }
+            (_, None) => assert!(matches!(
+                failed_at,
+                Stage::Par | Stage::Page | Stage::Login | Stage::Decision
+            )),
+        }
+    }
+    server.signal("TERM");
+    let _ = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30))).await;
+
+    // No half-made pairing in the database: every grant has its pairing and
+    // its code (one transaction), and a pairing has one live grant at most.
+    let database = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("medvault.db").display()
+    ))
+    .await
+    .unwrap();
+    for (what, sql) in [
+        (
+            "grants without a pairing",
+            "SELECT COUNT(*) FROM hddt_grants g WHERE NOT EXISTS
+               (SELECT 1 FROM hddt_pairings p WHERE p.pairing_id = g.pairing_id)",
+        ),
+        (
+            "grants without a code",
+            "SELECT COUNT(*) FROM hddt_grants g WHERE NOT EXISTS
+               (SELECT 1 FROM hddt_codes c WHERE c.grant_id = g.id)",
+        ),
+        (
+            "codes without a grant",
+            "SELECT COUNT(*) FROM hddt_codes c WHERE NOT EXISTS
+               (SELECT 1 FROM hddt_grants g WHERE g.id = c.grant_id)",
+        ),
+        (
+            "pairings with two live grants",
+            "SELECT COUNT(*) FROM (SELECT pairing_id FROM hddt_grants
+               WHERE revoked_at_us IS NULL GROUP BY pairing_id HAVING COUNT(*) > 1)",
+        ),
+    ] {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(&database).await.unwrap();
+        assert_eq!(count, 0, "{what}");
+    }
+    let grants: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hddt_grants")
+        .fetch_one(&database)
+        .await
+        .unwrap();
+    assert!(grants >= 12, "{grants} grants");
+    database.close().await;
+    let verify = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+/// Two `medvault serve` processes on one PostgreSQL database (a fresh
+/// schema), sharing the keys and public URLs as OPERATIONS.md says: a DiGA
+/// pairs on node A, reads on node B; the patient revokes on B and A refuses
+/// the DiGA's next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_processes_share_one_postgresql_database() {
+    use medvault_client::{Client, NewAccount, Password};
+    use medvault_core::ParticipantKind;
+    use medvault_store_postgres::test_schema::TestSchema;
+
+    let Some(url) = TestSchema::url_from_env() else {
+        eprintln!("SKIPPED two_server_processes_share_one_postgresql_database: no PostgreSQL");
+        return;
+    };
+    let schema = TestSchema::create(&url).await.unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let database = format!("{url}{separator}options=-csearch_path%3D{}", schema.name());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let certificate = medvault_testkit::TestCertificate::diga("two-process-diga");
+    let cert_path = dir_a.path().join("diga.pem");
+    std::fs::write(&cert_path, &certificate.cert_pem).unwrap();
+    for dir in [&dir_a, &dir_b] {
+        let added = run(&[
+            "admin",
+            "diga",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "add",
+            "--client-id",
+            CRASH_DIGA,
+            "--name",
+            "Two-Node-DiGA",
+            "--redirect-uri",
+            CRASH_REDIRECT,
+            "--miv",
+            "hddt-miv-continuous-glucose-measurement",
+            "--cert",
+            cert_path.to_str().unwrap(),
+        ]);
+        assert!(added.status.success(), "{added:?}");
+    }
+    let node_a = Server::start(dir_a.path(), &["--database", &database]);
+    // Node B gets A's keys, TLS identity and public URLs before its first start.
+    for file in [
+        "audit-checkpoint.key",
+        "keys/participant-ca.p8",
+        "keys/opaque-server-setup.bin",
+        "keys/issuer-kek.bin",
+        "tls/dev-ca.pem",
+        "tls/dev-ca.key",
+        "tls/server.pem",
+        "tls/server.key",
+    ] {
+        let from = dir_a.path().join(file);
+        if from.exists() {
+            let to = dir_b.path().join(file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let patient_a = format!("https://localhost:{}", node_a.patient.port());
+    let hddt_a = format!("https://localhost:{}", node_a.hddt.port());
+    let node_b = Server::start(
+        dir_b.path(),
+        &[
+            "--database",
+            &database,
+            "--public-base-url",
+            &patient_a,
+            "--oauth-issuer",
+            &hddt_a,
+            "--fhir-base-url",
+            &format!("{hddt_a}/fhir"),
+        ],
+    );
+    let patient_b = format!("https://localhost:{}", node_b.patient.port());
+    let hddt_b = format!("https://localhost:{}", node_b.hddt.port());
+
+    let mut identity = certificate.cert_pem.clone().into_bytes();
+    identity.extend(certificate.key_pem.as_bytes());
+    let ca = reqwest::Certificate::from_pem(
+        &std::fs::read(dir_a.path().join("tls/dev-ca.pem")).unwrap(),
+    )
+    .unwrap();
+    let diga = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    let browser = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sdk = |base: &str| {
+        let http = https_client(dir_a.path());
+        let base = url::Url::parse(&format!("{base}/")).unwrap();
+        async move {
+            let ca = Client::fetch_ca(&http, &base).await.unwrap();
+            Client::new(http, base, ca)
+        }
+    };
+    let on_a = sdk(&patient_a).await;
+    on_a.register(NewAccount {
+        kind: ParticipantKind::Patient,
+        display_name: None,
+        password: Some(("two-nodes@example.org".into(), Password::new("two pw"))),
+        tans: 0,
+        software_certificate: false,
+    })
+    .await
+    .unwrap();
+    let session_a = on_a
+        .login_password("two-nodes@example.org", &Password::new("two pw"))
+        .await
+        .unwrap();
+    // Pairing on A.
+    let rounds = std::sync::Mutex::new(Rounds::default());
+    let mut stage = Stage::Par;
+    pair_once(
+        &browser, &diga, &patient_a, &hddt_a, &session_a, &mut stage, &rounds, 0,
+    )
+    .await
+    .expect("pairing on node A");
+    let tokens = rounds.lock().unwrap().redeemed.pop().unwrap().1;
+    // Data on B, with A's token.
+    assert_eq!(fhir_status(&diga, &hddt_b, &tokens).await, 200);
+    assert_eq!(fhir_status(&diga, &hddt_a, &tokens).await, 200);
+    // The patient, logged in on B, revokes; A refuses the next request.
+    let session_b = sdk(&patient_b)
+        .await
+        .login_password("two-nodes@example.org", &Password::new("two pw"))
+        .await
+        .unwrap();
+    session_b
+        .unpair(tokens["sub"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fhir_status(&diga, &hddt_a, &tokens).await, 401);
+    assert_eq!(fhir_status(&diga, &hddt_b, &tokens).await, 401);
+    for node in [node_a, node_b] {
+        node.signal("TERM");
+        let status = tokio::task::spawn_blocking(move || node.wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+    drop(schema);
+}

@@ -1330,14 +1330,23 @@ async fn registry_changes_reach_the_grants() {
     setup.server.stop().await;
 }
 
-/// Two nodes on one database: a code issued on A redeems on B, a refresh
-/// token raced on both at once wins exactly once (the pairing survives), and
+/// Two nodes on one database: a code and a refresh token, each raced on both
+/// nodes at once, win exactly once (the loser gets invalid_grant, the pairing
+/// survives), and
 /// a revocation on A is refused on B at the next request.
 async fn two_nodes_share_codes_tokens_and_revocation(backend: Backend) {
     let Some(setup) = setup(backend).await else {
         return;
     };
-    let node_b = setup.server.second_node().await;
+    // Behind one load balancer both nodes have the same public URLs.
+    let node_b = setup
+        .server
+        .second_node_with(|raw| {
+            raw.public_base_url = Some(setup.server.patient_url(""));
+            raw.oauth_issuer = Some(setup.server.hddt_url(""));
+            raw.fhir_base_url = Some(setup.server.hddt_url("/fhir"));
+        })
+        .await;
     hddt::install_registry(
         &node_b,
         vec![
@@ -1346,15 +1355,34 @@ async fn two_nodes_share_codes_tokens_and_revocation(backend: Backend) {
         ],
     )
     .await;
+    // One code issued on A, redeemed on both nodes at the same moment:
+    // exactly one wins, the other gets invalid_grant and the pairing lives.
     let code = authorize(&setup).await;
+    let on_a = setup.server.client(Some(&setup.diga));
     let on_b = node_b.client(Some(&setup.diga));
-    let (status, tokens) =
-        hddt::post_form(&node_b, &on_b, "/token", &code_form(&code, VERIFIER)).await;
-    assert_eq!(status, 200, "{tokens}");
+    let redemption = code_form(&code, VERIFIER);
+    let (a, b) = tokio::join!(
+        hddt::post_form(&setup.server, &on_a, "/token", &redemption),
+        hddt::post_form(&node_b, &on_b, "/token", &redemption)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{a:?} {b:?}");
+    let (tokens, loser) = if a.0 == 200 { (a.1, b.1) } else { (b.1, a.1) };
+    assert_eq!(loser["error"], "invalid_grant", "{loser}");
+    assert!(
+        setup
+            .server
+            .state()
+            .hddt
+            .validate_access(tokens["access_token"].as_str().unwrap(), &setup.diga.der)
+            .await
+            .is_ok(),
+        "the code race ended the pairing"
+    );
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
 
     // The same refresh token on both nodes at the same moment.
-    let on_a = setup.server.client(Some(&setup.diga));
     let form = refresh_form(&refresh);
     let (a, b) = tokio::join!(
         hddt::post_form(&setup.server, &on_a, "/token", &form),

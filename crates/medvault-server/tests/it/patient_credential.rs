@@ -19,6 +19,7 @@ use crate::assert_problem_json;
 on_both_backends!(
     proofing_to_an_ial2_session_and_revocation,
     bad_requests_and_presentations_leave_nothing_behind,
+    one_request_raced_on_two_nodes_is_issued_once,
 );
 
 const EMAIL: &str = "erika.holder@example.org";
@@ -56,6 +57,69 @@ async fn setup(server: &TestServer) -> (Registered, Registered, Session, Session
     p.invite(practice.uid).await.unwrap();
     i.accept(patient.uid).await.unwrap();
     (patient, practice, p, i)
+}
+
+/// Two nodes on one database: one credential request (one `jti`, one
+/// code) sent to both at the same moment is issued exactly once; the loser
+/// gets a problem+json 400, and the one credential is valid on either node.
+async fn one_request_raced_on_two_nodes_is_issued_once(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |_| {}).await else {
+        return;
+    };
+    // Behind one load balancer both nodes have the same public URLs (the
+    // issuer's did:web names them).
+    let node_b = server
+        .second_node_with(|raw| {
+            raw.public_base_url = Some(server.patient_url(""));
+            raw.oauth_issuer = Some(server.hddt_url(""));
+            raw.fhir_base_url = Some(server.hddt_url("/fhir"));
+        })
+        .await;
+    let (patient, _practice, p, i) = setup(&server).await;
+    let code = i
+        .record_proofing(patient.uid, "in-person", "id-card")
+        .await
+        .unwrap()
+        .code;
+    let device = SoftwareKey::generate().unwrap();
+    let (request, _) = credential_request(&device, &code, medvault_client::USER_AGENT_ID).unwrap();
+    let body = json!({ "request": request });
+    let (a, b) = tokio::join!(
+        post(
+            &server,
+            "/api/v1/patient-credentials",
+            Some(p.token()),
+            body.clone()
+        ),
+        post(
+            &node_b,
+            "/api/v1/patient-credentials",
+            Some(p.token()),
+            body.clone()
+        ),
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 400]);
+    let (winner, loser) = if a.status() == 201 { (a, b) } else { (b, a) };
+    assert!(
+        loser.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/problem+json")
+    );
+    let issued: Value = winner.json().await.unwrap();
+    let credential = issued["credential"].as_str().unwrap();
+    for node in [&server, &node_b] {
+        let verified = node
+            .sdk()
+            .verify_patient_credential(credential)
+            .await
+            .unwrap();
+        assert!(verified.valid, "{verified:?}");
+    }
+    assert_eq!(i.patient_credentials().await.unwrap().len(), 1);
+    node_b.stop().await;
 }
 
 fn claims(jwt: &str) -> Value {
