@@ -84,6 +84,9 @@ pub enum ExchangeError {
     /// A field is malformed or out of bounds.
     #[error("invalid document: {0}")]
     Invalid(&'static str),
+    /// The sealed body is larger than the configured maximum (bytes).
+    #[error("the sealed document is larger than {0} bytes")]
+    TooLarge(usize),
     /// The signature does not verify with the session's working credential.
     #[error("the signature does not verify with the sending credential")]
     Signature,
@@ -269,7 +272,10 @@ impl Exchange {
         if document.sealed_header.len() > MAX_SEALED_HEADER || document.sealed_header.len() < 28 {
             return Err(ExchangeError::Invalid("sealed_header"));
         }
-        if document.sealed_body.len() > self.max_document || document.sealed_body.len() < 28 {
+        if document.sealed_body.len() > self.max_document {
+            return Err(ExchangeError::TooLarge(self.max_document));
+        }
+        if document.sealed_body.len() < 28 {
             return Err(ExchangeError::Invalid("sealed_body"));
         }
         if document.signature.len() > MAX_SIGNATURE {

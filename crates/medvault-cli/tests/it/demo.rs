@@ -154,3 +154,22 @@ fn a_kept_demo_serves_its_data_to_the_cli_until_stopped() {
     // The data stays for the next look.
     assert!(data_dir.join("medvault.db").exists());
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    // `medvault demo | head -1`: the pipe closes after the first line.
+    let mut child = command(&["demo", "--days", "7"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with(" 1. server started"), "{first}");
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(141), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

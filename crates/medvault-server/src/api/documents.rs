@@ -47,6 +47,11 @@ fn exchange_error(error: ExchangeError) -> Response {
                 .into_response()
         }
         ExchangeError::Invalid(field) => invalid(field).into_response(),
+        ExchangeError::TooLarge(_) => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "Document too large")
+                .with_detail(error.to_string())
+                .into_response()
+        }
         ExchangeError::Store(error) => store_error(&error),
         ExchangeError::Audit(_) => internal(&error),
     }

@@ -890,6 +890,72 @@ async fn requests_outside_the_rules_get_the_guides_answers(backend: Backend) {
         capture(server, &body);
     }
 
+    // Signed by this server but wrong in one claim, or a refresh token
+    // presented as an access token: 401 with the guide's texts.
+    let claims: Value = {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let keys = server.state().hddt.keys();
+    let now = server.clock.now().unix_timestamp();
+    let mut forged = Vec::new();
+    for (field, value, description) in [
+        (
+            "iss",
+            serde_json::json!("https://other-ddr.example"),
+            "Invalid token issuer",
+        ),
+        (
+            "aud",
+            serde_json::json!("https://other-ddr.example/fhir"),
+            "Invalid token audience",
+        ),
+        (
+            "nbf",
+            serde_json::json!(now + 3600),
+            "Token cannot be used yet",
+        ),
+        (
+            "exp",
+            serde_json::json!(now - 1),
+            "The access token expired",
+        ),
+    ] {
+        let mut changed = claims.clone();
+        changed[field] = value;
+        forged.push((
+            keys.sign(medvault_oauth::ACCESS_TOKEN_TYPE, &changed)
+                .await
+                .unwrap(),
+            description,
+        ));
+    }
+    forged.push((
+        keys.sign(medvault_oauth::REFRESH_TOKEN_TYPE, &claims)
+            .await
+            .unwrap(),
+        "Token is not a signed JWT",
+    ));
+    for (candidate, description) in &forged {
+        let (status, headers, body) =
+            fhir_get(server, &setup.diga, candidate, "/fhir/Observation?_count=1").await;
+        assert_eq!(status, 401, "{description}");
+        assert_eq!(body["issue"][0]["diagnostics"], *description);
+        assert!(
+            headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains(description),
+            "{description}"
+        );
+    }
+
     let client = server.client(Some(&setup.diga));
     let get = |path: &str, accept: Option<&str>| {
         let mut request = client.get(server.hddt_url(path)).bearer_auth(token);

@@ -65,11 +65,21 @@ async fn unknown_paths_are_problem_json_404() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_refused_with_413() {
-    let server = TestServer::start_with(Backend::Sqlite, |raw| raw.body_limit_bytes = Some(2048))
-        .await
-        .unwrap();
+    use medvault_client::{NewAccount, Password};
+    use medvault_core::{Clock, DigaClientId, Miv, ParticipantKind};
+    use medvault_oauth::{DigaRegistryEntry, DigaStatus};
+    use medvault_proto::devices::{NewDevice, Reading, UploadBatch};
+    use medvault_testkit::{TestCertificate, hddt};
+
+    let server = TestServer::start_with(Backend::Sqlite, |raw| {
+        raw.body_limit_bytes = Some(2048);
+        raw.max_upload_bytes = Some(65_536);
+        raw.max_document_bytes = Some(65_536);
+    })
+    .await
+    .unwrap();
     let response = server
         .client(None)
         .post(server.patient_url("/health"))
@@ -79,6 +89,83 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .unwrap();
     assert_eq!(response.status(), 413);
     assert_problem_json(&response);
+
+    // The HDDT listener has the same limit, for a registered DiGA too.
+    let diga = TestCertificate::diga("big-body-diga");
+    hddt::install_registry(
+        &server,
+        vec![DigaRegistryEntry {
+            client_id: DigaClientId::parse("urn:diga:bfarm:12345").unwrap(),
+            name: "Big Body".to_owned(),
+            status: DigaStatus::Active,
+            redirect_uri: "https://diga.example/callback".to_owned(),
+            mivs: vec![Miv::ContinuousGlucose],
+            certificates: vec![diga.der.clone()],
+        }],
+    )
+    .await;
+    let response = server
+        .client(Some(&diga))
+        .post(server.hddt_url("/par"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "client_id=urn%3Adiga%3Abfarm%3A12345&state={}",
+            "x".repeat(4096)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // Reading batches have their own, larger limit; sealed documents theirs.
+    let sdk = server.sdk();
+    sdk.register(NewAccount {
+        kind: ParticipantKind::Patient,
+        display_name: None,
+        password: Some(("limits@example.org".to_owned(), Password::new("limits pw"))),
+        tans: 0,
+        software_certificate: false,
+    })
+    .await
+    .unwrap();
+    let patient = sdk
+        .login_password("limits@example.org", &Password::new("limits pw"))
+        .await
+        .unwrap();
+    let meter = patient
+        .register_device(&NewDevice {
+            model: "glukko-meter-5".into(),
+            serial_number: "GM-1".into(),
+            unit: "mg/dL".into(),
+        })
+        .await
+        .unwrap();
+    let now = server.clock.now();
+    let batch = |name: &str, count: i64| UploadBatch {
+        batch_id: name.to_owned(),
+        readings: (0..count)
+            .map(|minute| Reading {
+                device: meter.id.clone(),
+                time: medvault_fhir::resources::instant(now - time::Duration::minutes(minute + 1)),
+                value: Some(100.0),
+                unit: "mg/dL".into(),
+                limit: None,
+            })
+            .collect(),
+    };
+    let fits = batch("fits", 30);
+    assert!(serde_json::to_vec(&fits).unwrap().len() > 2048);
+    assert!(!patient.upload_readings(&fits).await.unwrap().replayed);
+    let too_big = batch("too-big", 1000);
+    assert!(serde_json::to_vec(&too_big).unwrap().len() > 65_536);
+    let refused = patient.upload_readings(&too_big).await.unwrap_err();
+    assert_eq!(refused.status(), Some(413), "{refused}");
+    let refused = patient
+        .send_document(&[], "too big", "text/plain", &vec![b'x'; 100_000])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(413), "{refused}");
+    assert!(patient.documents().await.unwrap().is_empty());
     server.stop().await;
 }
 

@@ -17,6 +17,7 @@ on_both_backends!(
     a_diga_pairs_refreshes_and_is_revoked,
     every_refusal_is_the_guides_error,
     two_nodes_share_codes_tokens_and_revocation,
+    another_patient_can_neither_end_nor_renew_a_pairing,
 );
 
 const DIGA: &str = "urn:diga:bfarm:12345";
@@ -1009,7 +1010,8 @@ async fn the_consent_page_works_in_headless_chromium() {
 }
 
 /// One DiGA's request rate is bounded: past the burst it gets 429 with
-/// `Retry-After` (the OAuth error format on the OAuth endpoints).
+/// `Retry-After` (the OAuth error format on the OAuth endpoints, an
+/// OperationOutcome on the FHIR API).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diga_over_its_rate_gets_429_with_retry_after() {
     let server = TestServer::start_with(Backend::Sqlite, |raw| raw.hddt_rate_per_client = Some(1))
@@ -1037,6 +1039,18 @@ async fn a_diga_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(last.headers()["retry-after"], "1");
     let body: Value = last.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
+    // The FHIR API shares the DiGA's bucket and answers in FHIR's format.
+    let fhir = client
+        .get(server.hddt_url("/fhir/Observation?_count=1"))
+        .bearer_auth("any")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fhir.status(), 429);
+    assert_eq!(fhir.headers()["retry-after"], "1");
+    let body: Value = fhir.json().await.unwrap();
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    assert_eq!(body["issue"][0]["code"], "throttled");
     server.stop().await;
 }
 
@@ -1436,5 +1450,61 @@ async fn two_nodes_share_codes_tokens_and_revocation(backend: Backend) {
         (400, Some("invalid_grant"))
     );
     node_b.stop().await;
+    setup.server.stop().await;
+}
+
+/// Patient B presents patient A's Pairing ID: revoking and renewing it are
+/// refused as "no such pairing" (the same answer as for an unknown one, so
+/// nothing tells B that it exists), and A's pairing and tokens are untouched.
+async fn another_patient_can_neither_end_nor_renew_a_pairing(backend: Backend) {
+    let Some(setup) = setup(backend).await else {
+        return;
+    };
+    let code = authorize(&setup).await;
+    let client = setup.server.client(Some(&setup.diga));
+    let (status, tokens) = hddt::post_form(
+        &setup.server,
+        &client,
+        "/token",
+        &code_form(&code, VERIFIER),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let pairing_id = tokens["sub"].as_str().unwrap().to_owned();
+    let sdk = setup.server.sdk();
+    sdk.register(NewAccount {
+        kind: ParticipantKind::Patient,
+        display_name: None,
+        password: Some(("mallory@example.org".to_owned(), Password::new("other pw"))),
+        tans: 0,
+        software_certificate: false,
+    })
+    .await
+    .unwrap();
+    let mallory = sdk
+        .login_password("mallory@example.org", &Password::new("other pw"))
+        .await
+        .unwrap();
+    let unknown = "0".repeat(64);
+    for target in [pairing_id.as_str(), unknown.as_str()] {
+        let revoke = mallory.unpair(target).await.unwrap_err();
+        assert_eq!(revoke.status(), Some(404), "{revoke}");
+        let renew = mallory.renew_pairing(target, 30).await.unwrap_err();
+        assert_eq!(renew.status(), Some(404), "{renew}");
+    }
+    assert!(mallory.pairings().await.unwrap().is_empty());
+    let pairings = setup.patient.pairings().await.unwrap();
+    assert_eq!(pairings.len(), 1);
+    assert_eq!(pairings[0].status, "active");
+    assert!(pairings[0].revoked_at.is_none());
+    assert!(
+        setup
+            .server
+            .state()
+            .hddt
+            .validate_access(tokens["access_token"].as_str().unwrap(), &setup.diga.der)
+            .await
+            .is_ok()
+    );
     setup.server.stop().await;
 }
