@@ -1395,3 +1395,128 @@ async fn two_nodes_serve_one_database(backend: Backend) {
     let (status, _, _) = fhir_get(&node_b, &setup.diga, &token, "/fhir/Observation?_count=1").await;
     assert_eq!(status, 401);
 }
+
+/// The portal over plain HTTP: the session cookie's attributes, the
+/// security headers of its pages, and refused revocations: without or with
+/// a wrong CSRF token, and another patient's Pairing ID (nothing changes);
+/// the patient's own, with the token, ends the pairing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_refuses_forged_and_foreign_revocations() {
+    let setup = setup(Backend::Sqlite).await.unwrap();
+    let server = &setup.server;
+    let erika = patient(server, "erika@example.org").await;
+    let mallory = patient(server, "mallory@example.org").await;
+    let tokens = hddt::pair(
+        server,
+        &setup.diga,
+        DIGA,
+        REDIRECT,
+        &erika,
+        &format!("{CGM_SCOPE} {DEVICE_SCOPES}"),
+        &[CGM_MIV],
+    )
+    .await;
+    let pairing_id = tokens["sub"].as_str().unwrap().to_owned();
+    let browser = hddt::browser(server);
+    let (erika_cookie, erika_csrf) = portal_login(server, &browser, &erika).await;
+    let (mallory_cookie, mallory_csrf) = portal_login(server, &browser, &mallory).await;
+    let revoke = |cookie: &str, form: Vec<(&'static str, String)>| {
+        browser
+            .post(server.patient_url("/portal/pairings/revoke"))
+            .header("cookie", cookie.to_owned())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(hddt::encode(&form))
+            .send()
+    };
+    let active = || async { erika.pairings().await.unwrap()[0].status == "active" };
+    // No token, a wrong token, the other session's token: 403.
+    for form in [
+        vec![("pairing_id", pairing_id.clone())],
+        vec![
+            ("pairing_id", pairing_id.clone()),
+            ("csrf", "0".repeat(erika_csrf.len())),
+        ],
+        vec![
+            ("pairing_id", pairing_id.clone()),
+            ("csrf", mallory_csrf.clone()),
+        ],
+    ] {
+        let response = revoke(&erika_cookie, form).await.unwrap();
+        assert_eq!(response.status(), 403);
+        assert!(active().await);
+    }
+    // Another patient's Pairing ID with a valid session and token: nothing.
+    let response = revoke(
+        &mallory_cookie,
+        vec![
+            ("pairing_id", pairing_id.clone()),
+            ("csrf", mallory_csrf.clone()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        response.status().is_redirection() || response.status() == 404,
+        "{}",
+        response.status()
+    );
+    assert!(active().await);
+    // The patient's own, with the token: ended.
+    let response = revoke(
+        &erika_cookie,
+        vec![
+            ("pairing_id", pairing_id.clone()),
+            ("csrf", erika_csrf.clone()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 303);
+    assert!(!active().await);
+}
+
+/// A portal session of `who` over plain HTTP: `(cookie, csrf)`; checks the
+/// cookie's attributes and the page's security headers on the way.
+async fn portal_login(
+    server: &TestServer,
+    browser: &reqwest::Client,
+    who: &Session,
+) -> (String, String) {
+    let ticket = who.portal_ticket().await.unwrap();
+    let response = browser
+        .post(server.patient_url("/portal/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(hddt::encode(&[("ticket", ticket.ticket.to_lowercase())]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(cookie.starts_with("__Host-medvault-portal="), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = browser
+        .get(server.patient_url("/portal"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers();
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let html = page.text().await.unwrap();
+    (cookie, hddt::hidden(&html, "csrf"))
+}

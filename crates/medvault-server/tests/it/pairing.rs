@@ -1508,3 +1508,54 @@ async fn another_patient_can_neither_end_nor_renew_a_pairing(backend: Backend) {
     );
     setup.server.stop().await;
 }
+
+/// The consent decision needs the interaction's CSRF token: without it or
+/// with a wrong one it is refused and spends nothing, so the patient's own
+/// decision with the right token still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_decision_without_its_csrf_token_is_refused() {
+    let setup = setup(Backend::Sqlite).await.unwrap();
+    let server = &setup.server;
+    let request_uri = push(&setup, CGM).await;
+    let (status, page) = hddt::open_consent(server, DIGA, &request_uri).await;
+    assert_eq!(status, 200);
+    let csrf = hddt::hidden(&page, "csrf");
+    let browser = hddt::browser(server);
+    let ticket = setup.patient.pairing_ticket().await.unwrap();
+    let logged_in = browser
+        .post(server.patient_url("/authorize/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(hddt::encode(&[
+            ("request_uri", request_uri.clone()),
+            ("csrf", csrf.clone()),
+            ("ticket", ticket.ticket.to_lowercase()),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logged_in.status(), 200);
+    let decide = |csrf: Option<String>| {
+        let mut form = vec![("request_uri", request_uri.clone())];
+        if let Some(csrf) = csrf {
+            form.push(("csrf", csrf));
+        }
+        for (name, value) in APPROVE_CGM {
+            form.push((name, (*value).to_owned()));
+        }
+        browser
+            .post(server.patient_url("/authorize/decision"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(hddt::encode(&form))
+            .send()
+    };
+    for forged in [None, Some("A".repeat(csrf.len()))] {
+        let response = decide(forged).await.unwrap();
+        assert_eq!(response.status(), 400);
+        assert!(response.headers().get("location").is_none());
+    }
+    assert!(setup.patient.pairings().await.unwrap().is_empty());
+    let response = decide(Some(csrf.clone())).await.unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(hddt::query_value(location, "code").is_some(), "{location}");
+}
