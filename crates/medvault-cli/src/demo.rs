@@ -16,17 +16,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Args;
-use medvault_client::{Client, NewAccount, Password, Session};
+use medvault_client::diga::DigaClient;
+use medvault_client::{Client, ClientError, NewAccount, Password};
 use medvault_core::{Clock as _, DigaClientId, InstitutionKind, Miv, ParticipantKind, SystemClock};
-use medvault_crypto::{PinnedCa, SoftwareKey};
+use medvault_crypto::SoftwareKey;
 use medvault_oauth::{DigaRegistry, DigaRegistryEntry, DigaStatus};
 use medvault_proto::devices::{NewDevice, UploadBatch};
 use serde_json::{Value, json};
 
-use crate::diga::{Http, Pairing};
+use crate::diga::Pairing;
 
 /// `medvault demo` options.
 #[derive(Debug, Args)]
@@ -577,52 +576,22 @@ async fn story(
         ),
     );
 
-    // 8. The DiGA pairs: PAR, consent, PKCE, token.
-    let diga = Http::new(&cert_path, &key_path, Some(ca_path), false)?;
-    let (status, metadata) = diga
-        .exchange(
-            diga.client.get(format!(
-                "{hddt_base}/.well-known/oauth-authorization-server"
-            )),
-            "metadata",
-        )
-        .await?;
-    ensure!(status == 200, "metadata: {status}");
-    let endpoint = |name: &str| -> anyhow::Result<String> {
-        metadata
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("the metadata has no {name}"))
-    };
-    let verifier = crate::diga::random_b64(32)?;
-    let challenge = URL_SAFE_NO_PAD.encode(medvault_crypto::sha256(verifier.as_bytes()));
-    let state = random_hex(16)?;
-    let (status, pushed) = diga
-        .form(
-            &endpoint("pushed_authorization_request_endpoint")?,
-            &[
-                ("client_id", DIGA_ID),
-                ("response_type", "code"),
-                ("code_challenge_method", "S256"),
-                ("code_challenge", &challenge),
-                ("redirect_uri", DIGA_REDIRECT),
-                ("scope", CGM_SCOPE),
-                ("state", &state),
-            ],
-            "PAR",
-        )
-        .await?;
-    ensure!(status == 201, "PAR: {status} {pushed}");
-    let request_uri = text(&pushed, "/request_uri").to_owned();
+    // 8. The DiGA pairs: PAR, consent, PKCE, token (the SDK's DiGA client).
+    let diga = crate::diga::client(&cert_path, &key_path, Some(ca_path), false)?;
+    let metadata = diga.discover(hddt_base).await.context("metadata")?;
+    let pending = diga
+        .push_authorization(&metadata, DIGA_ID, DIGA_REDIRECT, CGM_SCOPE, None)
+        .await
+        .context("PAR")?;
+    let request_uri = pending
+        .authorize_url
+        .query_pairs()
+        .find(|(name, _)| name == "request_uri")
+        .map(|(_, value)| value.into_owned())
+        .ok_or_else(|| anyhow!("the authorization URL has no request_uri"))?;
     // The patient's browser: consent page, one-time ticket login, approval.
     let browser = tls()?.redirect(reqwest::redirect::Policy::none()).build()?;
-    let mut authorize = url::Url::parse(&endpoint("authorization_endpoint")?)?;
-    authorize
-        .query_pairs_mut()
-        .append_pair("client_id", DIGA_ID)
-        .append_pair("request_uri", &request_uri);
-    let page = browser.get(authorize).send().await?;
+    let page = browser.get(pending.authorize_url.clone()).send().await?;
     ensure!(page.status() == 200, "consent page: {}", page.status());
     let page = page.text().await?;
     ensure!(
@@ -665,43 +634,32 @@ async fn story(
         .and_then(|value| value.to_str().ok())
         .ok_or_else(|| anyhow!("the consent sent the browser nowhere"))?;
     let landed = url::Url::parse(location)?;
-    let query = |name: &str| {
-        landed
-            .query_pairs()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.into_owned())
-    };
+    let code =
+        DigaClient::code_from_redirect(&metadata, &pending, &landed).context("the redirect")?;
+    let tokens = diga
+        .redeem_code(&metadata, DIGA_ID, DIGA_REDIRECT, &code, &pending.verifier)
+        .await
+        .context("token")?;
+    let access_token = tokens.access_token.clone();
+    let pairing_id = tokens.pairing_id.clone();
     ensure!(
-        query("state").as_deref() == Some(state.as_str()),
-        "the redirect's state is not ours"
-    );
-    let code = query("code").ok_or_else(|| anyhow!("the redirect has no code"))?;
-    let token_endpoint = endpoint("token_endpoint")?;
-    let redemption = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("code_verifier", verifier.as_str()),
-        ("redirect_uri", DIGA_REDIRECT),
-        ("client_id", DIGA_ID),
-    ];
-    let redeem = || diga.form(&token_endpoint, &redemption, "token");
-    let (status, tokens) = redeem().await?;
-    ensure!(status == 200, "token: {status} {tokens}");
-    let access_token = text(&tokens, "/access_token").to_owned();
-    let pairing_id = text(&tokens, "/sub").to_owned();
-    ensure!(
-        !access_token.is_empty() && pairing_id.len() == 64,
-        "the token response lacks a token or a Pairing ID"
+        pairing_id.len() == 64,
+        "the token response lacks a Pairing ID"
     );
     // The same code a second time is refused.
-    let (status, _) = redeem().await?;
-    ensure!(status == 400, "a used code was redeemed again ({status})");
+    let again = diga
+        .redeem_code(&metadata, DIGA_ID, DIGA_REDIRECT, &code, &pending.verifier)
+        .await;
+    ensure!(
+        again.as_ref().err().and_then(ClientError::status) == Some(400),
+        "a used code was redeemed again ({again:?})"
+    );
     steps.ok(
         "DiGA paired",
         format!(
             "PAR over mTLS, consent with a one-time ticket, code + PKCE S256 -> Pairing ID {}…, scope {}",
             pairing_id.get(..12).unwrap_or_default(),
-            text(&tokens, "/scope")
+            tokens.scope
         ),
     );
 
@@ -716,16 +674,7 @@ async fn story(
     let expected_pages = (usize::try_from(days).unwrap_or(1) * 24).div_ceil(50) + 1;
     let progress = Progress::new("pages", expected_pages);
     while let Some(url) = next.take() {
-        let (status, bundle) = diga
-            .exchange(
-                diga.client
-                    .get(&url)
-                    .bearer_auth(&access_token)
-                    .header("accept", "application/fhir+json"),
-                "search",
-            )
-            .await?;
-        ensure!(status == 200, "search: {status} {bundle}");
+        let bundle = diga.fhir_get(&url, &access_token).await.context("search")?;
         pages += 1;
         progress.set(pages);
         for entry in bundle
@@ -787,18 +736,10 @@ async fn story(
             {"name": "effectivePeriodEnd", "valueDateTime": period_end},
         ]
     });
-    let (status, summary) = diga
-        .exchange(
-            diga.client
-                .post(format!("{fhir_base}/Observation/$hddt-cgm-summary"))
-                .bearer_auth(&access_token)
-                .header("content-type", "application/fhir+json")
-                .header("accept", "application/fhir+json")
-                .body(parameters.to_string()),
-            "summary",
-        )
-        .await?;
-    ensure!(status == 200, "summary: {status} {summary}");
+    let summary = diga
+        .cgm_summary(&fhir_base, &access_token, &parameters)
+        .await
+        .context("summary")?;
     ensure!(
         text(&summary, "/resourceType") == "Bundle",
         "the summary is not a Bundle: {}",
@@ -865,21 +806,22 @@ async fn story(
 
     // 12. Revocation.
     if keep {
-        write_profiles(
-            data_dir,
-            patient_base,
-            ca_pem,
-            &ca,
-            &p,
-            ca_path,
-            &cert_path,
-            &key_path,
-            &token_endpoint,
-            &endpoint("revocation_endpoint")?,
-            &pairing_id,
-            &tokens,
-            hddt_base,
-        )?;
+        let profile = data_dir.join("demo/patient");
+        crate::user::write_profile(&profile, patient_base, Some(ca_pem), &ca, &p)?;
+        let pairing = Pairing {
+            server: metadata.issuer.clone(),
+            token_endpoint: metadata.token_endpoint.clone(),
+            revocation_endpoint: metadata.revocation_endpoint.clone(),
+            client_id: DIGA_ID.to_owned(),
+            client_cert: cert_path.clone(),
+            client_key: key_path.clone(),
+            tls_ca: Some(ca_path.to_owned()),
+            pairing_id: pairing_id.clone(),
+            scope: tokens.scope.clone(),
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+        };
+        crate::diga::save(&data_dir.join("demo/diga-pairing.json"), &pairing)?;
         steps.ok(
             "pairing kept for exploring",
             "--keep: the patient does not revoke it; CLI profiles are in the data directory",
@@ -888,24 +830,22 @@ async fn story(
         p.unpair(&pairing_id)
             .await
             .context("revoking the pairing")?;
-        let (status, refused) = diga
-            .exchange(
-                diga.client
-                    .get(format!("{fhir_base}/Observation?_count=1"))
-                    .bearer_auth(&access_token)
-                    .header("accept", "application/fhir+json"),
-                "search",
-            )
-            .await?;
-        ensure!(
-            status == 401,
-            "after the revocation the DiGA got {status}, not 401"
-        );
+        let refused = diga
+            .fhir_get(&format!("{fhir_base}/Observation?_count=1"), &access_token)
+            .await;
+        let Err(ClientError::Api {
+            status: 401,
+            detail,
+            ..
+        }) = refused
+        else {
+            bail!("after the revocation the DiGA got {refused:?}, not 401");
+        };
         steps.ok(
             "patient revoked the pairing",
             format!(
                 "the DiGA's next request: 401 \"{}\"",
-                text(&refused, "/issue/0/diagnostics")
+                detail.unwrap_or_default()
             ),
         );
     }
@@ -950,43 +890,4 @@ async fn story(
         println!("      (patient login for the portal and CLI: {email} / {password})");
     }
     Ok(())
-}
-
-/// `--keep`: a CLI profile for the patient and a DiGA state file, so the
-/// `medvault` commands work on the demo data.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site, all values at hand"
-)]
-fn write_profiles(
-    data_dir: &Path,
-    patient_base: &url::Url,
-    ca_pem: &str,
-    ca: &PinnedCa,
-    patient: &Session,
-    ca_path: &Path,
-    cert: &Path,
-    key: &Path,
-    token_endpoint: &str,
-    revocation_endpoint: &str,
-    pairing_id: &str,
-    tokens: &Value,
-    hddt_base: &str,
-) -> anyhow::Result<()> {
-    let profile = data_dir.join("demo/patient");
-    crate::user::write_profile(&profile, patient_base, Some(ca_pem), ca, patient)?;
-    let pairing = Pairing {
-        server: hddt_base.to_owned(),
-        token_endpoint: token_endpoint.to_owned(),
-        revocation_endpoint: revocation_endpoint.to_owned(),
-        client_id: DIGA_ID.to_owned(),
-        client_cert: cert.to_owned(),
-        client_key: key.to_owned(),
-        tls_ca: Some(ca_path.to_owned()),
-        pairing_id: pairing_id.to_owned(),
-        scope: text(tokens, "/scope").to_owned(),
-        access_token: text(tokens, "/access_token").to_owned(),
-        refresh_token: text(tokens, "/refresh_token").to_owned(),
-    };
-    crate::diga::save(&data_dir.join("demo/diga-pairing.json"), &pairing)
 }

@@ -4,15 +4,17 @@
 //! PKCE S256, tokens, RFC 7009 revocation) over mTLS with the DiGA's own
 //! certificate, checks the server's FQDN against a local HIIS-VZ file when
 //! given one, and keeps the tokens in a state file (mode 0600). `-v` prints
-//! each HTTP exchange (tokens shortened; the key is never printed).
+//! each HTTP exchange (tokens shortened; the key is never printed). The
+//! protocol is the SDK's (`medvault_client::diga`); this module adds the
+//! command line, the browser hand-off and the state file.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Args, Subcommand};
+use medvault_client::ClientError;
+use medvault_client::diga::{DigaClient, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -107,38 +109,24 @@ pub enum DigaCommand {
 }
 
 /// The stored pairing and an mTLS client with its certificate.
-fn resume(args: &DigaArgs) -> anyhow::Result<(Pairing, Http)> {
+fn resume(args: &DigaArgs) -> anyhow::Result<(Pairing, DigaClient)> {
     let pairing = load(&args.state_file)?;
-    let http = Http::new(
+    let client = client(
         &pairing.client_cert,
         &pairing.client_key,
         pairing.tls_ca.as_deref(),
         args.verbose,
     )?;
-    Ok((pairing, http))
+    Ok((pairing, client))
 }
 
-/// The FHIR base: given, or the access token's `aud` (read, not verified:
-/// it only says where to send the token, which the server then checks).
+/// The FHIR base: given, or the access token's `aud`.
 fn fhir_base(pairing: &Pairing, given: Option<&str>) -> anyhow::Result<String> {
     if let Some(base) = given {
         return Ok(base.trim_end_matches('/').to_owned());
     }
-    let payload = pairing
-        .access_token
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| anyhow!("the access token is not a JWT: pass --fhir-base"))?;
-    let claims: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .context("access token payload")?,
-    )
-    .context("access token claims")?;
-    let audience = text(&claims, "aud");
-    if !audience.starts_with("https://") {
-        bail!("the access token names no https audience: pass --fhir-base");
-    }
-    Ok(audience.trim_end_matches('/').to_owned())
+    medvault_client::diga::token_audience(&pairing.access_token)
+        .ok_or_else(|| anyhow!("the access token names no https audience: pass --fhir-base"))
 }
 
 /// One line about a FHIR resource.
@@ -200,18 +188,14 @@ fn describe(resource: &Value) -> String {
     }
 }
 
-fn fhir_failure(what: &str, status: u16, body: &Value) -> anyhow::Error {
-    let diagnostics = body
-        .pointer("/issue/0/diagnostics")
-        .or_else(|| body.pointer("/issue/0/details/text"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let hint = if status == 401 {
+/// A refused FHIR request, with a hint where one helps.
+fn fhir_failure(what: &str, error: ClientError) -> anyhow::Error {
+    let hint = if error.status() == Some(401) {
         " (expired: `medvault diga token`; or the pairing was revoked)"
     } else {
         ""
     };
-    anyhow!("{what}: {status} {diagnostics}{hint}")
+    anyhow!("{what}: {error}{hint}")
 }
 
 /// What the state file keeps.
@@ -245,55 +229,41 @@ fn text<'a>(value: &'a Value, name: &str) -> &'a str {
     value.get(name).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The DiGA's HTTP client: mTLS with its certificate, no redirects, HTTPS
-/// only; prints each exchange with `-v`.
-pub(crate) struct Http {
-    pub(crate) client: reqwest::Client,
+/// The SDK's DiGA client with the certificate and key files; with
+/// `verbose`, every exchange is printed on stderr (tokens shortened).
+pub(crate) fn client(
+    cert: &Path,
+    key: &Path,
+    tls_ca: Option<&Path>,
     verbose: bool,
+) -> anyhow::Result<DigaClient> {
+    let mut identity = std::fs::read(cert).with_context(|| format!("{}", cert.display()))?;
+    identity.extend(std::fs::read(key).with_context(|| format!("{}", key.display()))?);
+    let ca = tls_ca
+        .map(|path| std::fs::read(path).with_context(|| format!("{}", path.display())))
+        .transpose()?;
+    let client = DigaClient::new(&identity, ca.as_deref())?;
+    Ok(if verbose {
+        client.observed(std::sync::Arc::new(print_exchange))
+    } else {
+        client
+    })
 }
 
-impl Http {
-    pub(crate) fn new(
-        cert: &Path,
-        key: &Path,
-        tls_ca: Option<&Path>,
-        verbose: bool,
-    ) -> anyhow::Result<Self> {
-        let mut identity = std::fs::read(cert).with_context(|| format!("{}", cert.display()))?;
-        identity.extend(std::fs::read(key).with_context(|| format!("{}", key.display()))?);
-        let mut builder = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(true)
-            .identity(
-                reqwest::Identity::from_pem(&identity).context("client certificate and key")?,
-            );
-        if let Some(ca) = tls_ca {
-            let pem = std::fs::read(ca).with_context(|| format!("{}", ca.display()))?;
-            builder = builder.tls_certs_only(
-                reqwest::Certificate::from_pem_bundle(&pem).context("TLS CA certificate")?,
-            );
-        }
-        Ok(Self {
-            client: builder.build().context("HTTP client")?,
-            verbose,
-        })
-    }
-
-    pub(crate) async fn exchange(
-        &self,
-        request: reqwest::RequestBuilder,
-        what: &str,
-    ) -> anyhow::Result<(u16, Value)> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{what}: no answer"))?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if self.verbose {
-            let mut shown = body.clone();
+fn print_exchange(event: &Event<'_>) {
+    match event {
+        Event::Request {
+            method,
+            url,
+            fields,
+        } if fields.is_empty() => eprintln!("> {method} {url}"),
+        Event::Request {
+            method,
+            url,
+            fields,
+        } => eprintln!("> {method} {url} ({})", fields.join(", ")),
+        Event::Response { what, status, body } => {
+            let mut shown = (*body).clone();
             if let Some(object) = shown.as_object_mut() {
                 for field in ["access_token", "refresh_token"] {
                     if let Some(Value::String(token)) = object.get_mut(field) {
@@ -303,43 +273,25 @@ impl Http {
             }
             eprintln!("< {what}: {status} {shown}");
         }
-        Ok((status, body))
-    }
-
-    pub(crate) async fn form(
-        &self,
-        url: &str,
-        form: &[(&str, &str)],
-        what: &str,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut body = url::form_urlencoded::Serializer::new(String::new());
-        for (name, value) in form {
-            body.append_pair(name, value);
-        }
-        if self.verbose {
-            let names: Vec<&str> = form.iter().map(|(name, _)| *name).collect();
-            eprintln!("> POST {url} ({})", names.join(", "));
-        }
-        self.exchange(
-            self.client
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body.finish()),
-            what,
-        )
-        .await
     }
 }
 
-fn oauth_failure(what: &str, status: u16, body: &Value) -> anyhow::Error {
-    anyhow!(
-        "{what} refused: {status} {} ({})",
-        text(body, "error"),
-        text(body, "error_description")
-    )
+/// A refused OAuth request.
+fn oauth_failure(what: &str, error: ClientError) -> anyhow::Error {
+    match error {
+        ClientError::Api {
+            status,
+            title,
+            detail,
+            ..
+        } => anyhow!(
+            "{what} refused: {status} {title} ({})",
+            detail.unwrap_or_default()
+        ),
+        other => anyhow!("{what}: {other}"),
+    }
 }
 
-/// The hosts a HIIS-VZ export lists (Endpoint addresses).
 fn hiis_hosts(path: &Path) -> anyhow::Result<Vec<String>> {
     let bundle: Value = serde_json::from_slice(
         &std::fs::read(path).with_context(|| format!("{}", path.display()))?,
@@ -356,12 +308,6 @@ fn hiis_hosts(path: &Path) -> anyhow::Result<Vec<String>> {
         .filter_map(|address| url::Url::parse(address).ok())
         .filter_map(|url| url.host_str().map(str::to_owned))
         .collect())
-}
-
-pub(crate) fn random_b64(bytes: usize) -> anyhow::Result<String> {
-    let mut buffer = vec![0u8; bytes];
-    medvault_crypto::random_fill(&mut buffer).map_err(|_| anyhow!("no randomness"))?;
-    Ok(URL_SAFE_NO_PAD.encode(buffer))
 }
 
 pub(crate) fn save(path: &Path, pairing: &Pairing) -> anyhow::Result<()> {
@@ -434,70 +380,22 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
                     );
                 }
             }
-            let http = Http::new(&client_cert, &client_key, tls_ca.as_deref(), args.verbose)?;
-            let issuer = server.as_str().trim_end_matches('/');
-            let metadata_url = format!("{issuer}/.well-known/oauth-authorization-server");
-            if args.verbose {
-                eprintln!("> GET {metadata_url}");
-            }
-            let (status, metadata) = http
-                .exchange(http.client.get(&metadata_url), "metadata")
-                .await?;
-            if status != 200 {
-                bail!("metadata: {status}");
-            }
-            let endpoint = |name: &str| {
-                metadata
-                    .get(name)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| anyhow!("the metadata has no {name}"))
-            };
-            // RFC 8414 §3.3: the metadata must name the server it came from.
-            if text(&metadata, "issuer").trim_end_matches('/') != issuer {
-                bail!(
-                    "the metadata names another issuer ({}): refusing it",
-                    text(&metadata, "issuer")
-                );
-            }
-            if metadata.get("require_pushed_authorization_requests") != Some(&Value::Bool(true)) {
-                bail!("the server does not require PAR: not an HDDT authorization server");
-            }
-            let verifier = random_b64(32)?;
-            let challenge = URL_SAFE_NO_PAD.encode(medvault_crypto::sha256(verifier.as_bytes()));
-            let state = random_b64(16)?;
-            let mut form = vec![
-                ("client_id", client_id.as_str()),
-                ("response_type", "code"),
-                ("code_challenge_method", "S256"),
-                ("code_challenge", challenge.as_str()),
-                ("redirect_uri", redirect_uri.as_str()),
-                ("scope", scope.as_str()),
-                ("state", state.as_str()),
-            ];
-            if let Some(end) = &prescription_end {
-                form.push(("prescription_end", end));
-            }
-            let (status, pushed) = http
-                .form(
-                    &endpoint("pushed_authorization_request_endpoint")?,
-                    &form,
-                    "PAR",
+            let diga = client(&client_cert, &client_key, tls_ca.as_deref(), args.verbose)?;
+            let metadata = diga
+                .discover(server.as_str())
+                .await
+                .map_err(|error| oauth_failure("metadata", error))?;
+            let pending = diga
+                .push_authorization(
+                    &metadata,
+                    &client_id,
+                    &redirect_uri,
+                    &scope,
+                    prescription_end.as_deref(),
                 )
-                .await?;
-            if status != 201 && status != 200 {
-                return Err(oauth_failure("PAR", status, &pushed));
-            }
-            let request_uri = pushed
-                .get("request_uri")
-                .and_then(Value::as_str)
-                .ok_or_else(|| anyhow!("PAR answered without request_uri"))?;
-            let mut authorize = url::Url::parse(&endpoint("authorization_endpoint")?)?;
-            authorize
-                .query_pairs_mut()
-                .append_pair("client_id", &client_id)
-                .append_pair("request_uri", request_uri);
-            println!("open in the patient's browser: {authorize}");
+                .await
+                .map_err(|error| oauth_failure("PAR", error))?;
+            println!("open in the patient's browser: {}", pending.authorize_url);
             std::io::stdout().flush()?;
             let redirect = url::Url::parse(&redirect_uri).context("redirect_uri")?;
             let landed = if redirect.scheme() == "http"
@@ -510,64 +408,38 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
                 std::io::stdin().lock().read_line(&mut line)?;
                 url::Url::parse(line.trim()).context("the pasted URL")?
             };
-            let query = |name: &str| {
-                landed
-                    .query_pairs()
-                    .find(|(key, _)| key == name)
-                    .map(|(_, value)| value.into_owned())
-            };
-            if query("state").as_deref() != Some(state.as_str()) {
-                bail!("the redirect's state is not ours: refusing it (possible CSRF)");
-            }
-            // RFC 9207: the server says it sends `iss`; a redirect without it,
-            // or naming another server, is not this pairing's.
-            match query("iss") {
-                Some(iss) if iss.trim_end_matches('/') == issuer => {}
-                Some(iss) => {
-                    bail!("the redirect names another issuer ({iss}): refusing it (mix-up)")
-                }
-                None if metadata.get("authorization_response_iss_parameter_supported")
-                    == Some(&Value::Bool(true)) =>
-                {
-                    bail!("the redirect carries no iss although the server sends it: refusing it")
-                }
-                None => {}
-            }
-            if let Some(error) = query("error") {
-                bail!(
-                    "the patient's answer: {error} ({})",
-                    query("error_description").unwrap_or_default()
-                );
-            }
-            let code = query("code").ok_or_else(|| anyhow!("the redirect has no code"))?;
-            let (status, tokens) = http
-                .form(
-                    &endpoint("token_endpoint")?,
-                    &[
-                        ("grant_type", "authorization_code"),
-                        ("code", &code),
-                        ("code_verifier", &verifier),
-                        ("redirect_uri", &redirect_uri),
-                        ("client_id", &client_id),
-                    ],
-                    "token",
+            let code =
+                DigaClient::code_from_redirect(&metadata, &pending, &landed).map_err(|error| {
+                    match error {
+                        ClientError::Api { title, detail, .. } => anyhow!(
+                            "the patient's answer: {title} ({})",
+                            detail.unwrap_or_default()
+                        ),
+                        other => anyhow!("refusing the redirect: {other}"),
+                    }
+                })?;
+            let tokens = diga
+                .redeem_code(
+                    &metadata,
+                    &client_id,
+                    &redirect_uri,
+                    &code,
+                    &pending.verifier,
                 )
-                .await?;
-            if status != 200 {
-                return Err(oauth_failure("token", status, &tokens));
-            }
+                .await
+                .map_err(|error| oauth_failure("token", error))?;
             let pairing = Pairing {
-                server: issuer.to_owned(),
-                token_endpoint: endpoint("token_endpoint")?,
-                revocation_endpoint: endpoint("revocation_endpoint")?,
+                server: metadata.issuer.clone(),
+                token_endpoint: metadata.token_endpoint.clone(),
+                revocation_endpoint: metadata.revocation_endpoint.clone(),
                 client_id,
                 client_cert,
                 client_key,
                 tls_ca,
-                pairing_id: text(&tokens, "sub").to_owned(),
-                scope: text(&tokens, "scope").to_owned(),
-                access_token: text(&tokens, "access_token").to_owned(),
-                refresh_token: text(&tokens, "refresh_token").to_owned(),
+                pairing_id: tokens.pairing_id,
+                scope: tokens.scope,
+                access_token: tokens.access_token,
+                refresh_token: tokens.refresh_token,
             };
             save(&args.state_file, &pairing)?;
             println!("paired: Pairing ID {}", pairing.pairing_id);
@@ -575,32 +447,22 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DigaCommand::Token => {
-            let (mut pairing, http) = resume(&args)?;
-            let (status, tokens) = http
-                .form(
+            let (mut pairing, diga) = resume(&args)?;
+            let tokens = diga
+                .refresh(
                     &pairing.token_endpoint,
-                    &[
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", &pairing.refresh_token),
-                        ("client_id", &pairing.client_id),
-                    ],
-                    "refresh",
+                    &pairing.client_id,
+                    &pairing.refresh_token,
                 )
-                .await?;
-            if status != 200 {
-                return Err(oauth_failure("refresh", status, &tokens));
-            }
-            pairing.access_token = text(&tokens, "access_token").to_owned();
-            pairing.refresh_token = text(&tokens, "refresh_token").to_owned();
-            pairing.scope = text(&tokens, "scope").to_owned();
+                .await
+                .map_err(|error| oauth_failure("refresh", error))?;
+            pairing.access_token = tokens.access_token;
+            pairing.refresh_token = tokens.refresh_token;
+            pairing.scope = tokens.scope;
             save(&args.state_file, &pairing)?;
             println!(
                 "refreshed: Pairing ID {}, access token valid {} s",
-                pairing.pairing_id,
-                tokens
-                    .get("expires_in")
-                    .and_then(Value::as_i64)
-                    .unwrap_or_default()
+                pairing.pairing_id, tokens.expires_in
             );
             println!("scope: {}", pairing.scope);
             Ok(())
@@ -611,26 +473,15 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             json,
             fhir_base: given,
         } => {
-            let (pairing, http) = resume(&args)?;
+            let (pairing, diga) = resume(&args)?;
             let base = fhir_base(&pairing, given.as_deref())?;
             let mut url = format!("{base}/{}", query.trim_start_matches('/'));
             let mut count = 0;
             for _page in 0..10_000 {
-                if args.verbose {
-                    eprintln!("> GET {url}");
-                }
-                let (status, body) = http
-                    .exchange(
-                        http.client
-                            .get(&url)
-                            .bearer_auth(&pairing.access_token)
-                            .header("accept", "application/fhir+json"),
-                        "fhir",
-                    )
-                    .await?;
-                if status != 200 {
-                    return Err(fhir_failure("fhir", status, &body));
-                }
+                let body = diga
+                    .fhir_get(&url, &pairing.access_token)
+                    .await
+                    .map_err(|error| fhir_failure("fhir", error))?;
                 if json {
                     println!("{body}");
                 } else if text(&body, "resourceType") == "Bundle" {
@@ -682,7 +533,7 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             json,
             fhir_base: given,
         } => {
-            let (pairing, http) = resume(&args)?;
+            let (pairing, diga) = resume(&args)?;
             let base = fhir_base(&pairing, given.as_deref())?;
             let mut parameters = Vec::new();
             if let Some(start) = start {
@@ -698,24 +549,10 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
                 parameters.push(serde_json::json!({"name": "related", "valueBoolean": true}));
             }
             let body = serde_json::json!({"resourceType": "Parameters", "parameter": parameters});
-            let url = format!("{base}/Observation/$hddt-cgm-summary");
-            if args.verbose {
-                eprintln!("> POST {url} {body}");
-            }
-            let (status, answer) = http
-                .exchange(
-                    http.client
-                        .post(&url)
-                        .bearer_auth(&pairing.access_token)
-                        .header("content-type", "application/fhir+json")
-                        .header("accept", "application/fhir+json")
-                        .body(body.to_string()),
-                    "summary",
-                )
-                .await?;
-            if status != 200 {
-                return Err(fhir_failure("summary", status, &answer));
-            }
+            let answer = diga
+                .cgm_summary(&base, &pairing.access_token, &body)
+                .await
+                .map_err(|error| fhir_failure("summary", error))?;
             if json {
                 println!("{answer}");
                 return Ok(());
@@ -771,21 +608,14 @@ pub async fn diga(args: DigaArgs, command: DigaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DigaCommand::Unpair => {
-            let (pairing, http) = resume(&args)?;
-            let (status, body) = http
-                .form(
-                    &pairing.revocation_endpoint,
-                    &[
-                        ("token", &pairing.refresh_token),
-                        ("token_type_hint", "refresh_token"),
-                        ("client_id", &pairing.client_id),
-                    ],
-                    "revoke",
-                )
-                .await?;
-            if status != 200 {
-                return Err(oauth_failure("revoke", status, &body));
-            }
+            let (pairing, diga) = resume(&args)?;
+            diga.revoke(
+                &pairing.revocation_endpoint,
+                &pairing.client_id,
+                &pairing.refresh_token,
+            )
+            .await
+            .map_err(|error| oauth_failure("revoke", error))?;
             std::fs::remove_file(&args.state_file)
                 .with_context(|| format!("{}", args.state_file.display()))?;
             println!("unpaired: Pairing ID {}", pairing.pairing_id);

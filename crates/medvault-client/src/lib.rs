@@ -10,7 +10,11 @@
 //! Start with [`Client::new`] (or [`Client::fetch_ca`] to read the CA to pin
 //! on first contact), then [`Client::register`] and one of the `login_*`
 //! methods, which give a [`Session`] holding the unlocked Root Credential.
+//!
+//! [`diga`] is the other side of HDDT: a DiGA's backend pairing with a
+//! patient through any Device Data Recorder and reading their data over mTLS.
 
+pub mod diga;
 mod documents;
 mod enrol;
 mod patient_credential;
