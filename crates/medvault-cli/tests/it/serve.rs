@@ -915,25 +915,25 @@ async fn fhir_status(diga: &reqwest::Client, hddt_base: &str, token: &serde_json
     status
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_pairings_leaves_no_half_made_pairing() {
-    use medvault_client::{Client, NewAccount, Password};
-    use medvault_core::ParticipantKind;
-
-    let dir = tempfile::tempdir().unwrap();
-    let certificate = medvault_testkit::TestCertificate::diga("crash-diga");
-    let cert_path = dir.path().join("diga.pem");
+/// Registers the test DiGA (certificate written to `cert_dir`) in the
+/// DiGA-VZ file of `data_dir`, before a server starts on it.
+fn add_crash_diga(
+    data_dir: &std::path::Path,
+    certificate: &medvault_testkit::TestCertificate,
+    cert_dir: &std::path::Path,
+) {
+    let cert_path = cert_dir.join("diga.pem");
     std::fs::write(&cert_path, &certificate.cert_pem).unwrap();
     let added = run(&[
         "admin",
         "diga",
         "--data-dir",
-        dir.path().to_str().unwrap(),
+        data_dir.to_str().unwrap(),
         "add",
         "--client-id",
         CRASH_DIGA,
         "--name",
-        "Crash-DiGA",
+        "Test-DiGA",
         "--redirect-uri",
         CRASH_REDIRECT,
         "--miv",
@@ -942,26 +942,43 @@ async fn sigkill_during_pairings_leaves_no_half_made_pairing() {
         cert_path.to_str().unwrap(),
     ]);
     assert!(added.status.success(), "{added:?}");
+}
+
+/// The DiGA's mTLS client and a browser (no redirects followed), both
+/// trusting the development CA of `data_dir`.
+fn diga_clients(
+    data_dir: &std::path::Path,
+    certificate: &medvault_testkit::TestCertificate,
+) -> (reqwest::Client, reqwest::Client) {
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(data_dir.join("tls/dev-ca.pem")).unwrap())
+            .unwrap();
     let mut identity = certificate.cert_pem.clone().into_bytes();
     identity.extend(certificate.key_pem.as_bytes());
-    let clients = |dir: &std::path::Path| {
-        let ca =
-            reqwest::Certificate::from_pem(&std::fs::read(dir.join("tls/dev-ca.pem")).unwrap())
-                .unwrap();
-        let diga = reqwest::Client::builder()
-            .tls_certs_only([ca.clone()])
-            .identity(reqwest::Identity::from_pem(&identity).unwrap())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let browser = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        (diga, browser)
-    };
+    let diga = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let browser = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    (diga, browser)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_pairings_leaves_no_half_made_pairing() {
+    use medvault_client::{Client, NewAccount, Password};
+    use medvault_core::ParticipantKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = medvault_testkit::TestCertificate::diga("crash-diga");
+    add_crash_diga(dir.path(), &certificate, dir.path());
+    let clients = |dir: &std::path::Path| diga_clients(dir, &certificate);
 
     let server = Server::start(dir.path(), &[]);
     let patient_base = format!("https://localhost:{}", server.patient.port());
@@ -1171,27 +1188,8 @@ async fn two_server_processes_share_one_postgresql_database() {
     let database = format!("{url}{separator}options=-csearch_path%3D{}", schema.name());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let certificate = medvault_testkit::TestCertificate::diga("two-process-diga");
-    let cert_path = dir_a.path().join("diga.pem");
-    std::fs::write(&cert_path, &certificate.cert_pem).unwrap();
     for dir in [&dir_a, &dir_b] {
-        let added = run(&[
-            "admin",
-            "diga",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "add",
-            "--client-id",
-            CRASH_DIGA,
-            "--name",
-            "Two-Node-DiGA",
-            "--redirect-uri",
-            CRASH_REDIRECT,
-            "--miv",
-            "hddt-miv-continuous-glucose-measurement",
-            "--cert",
-            cert_path.to_str().unwrap(),
-        ]);
-        assert!(added.status.success(), "{added:?}");
+        add_crash_diga(dir.path(), &certificate, dir_a.path());
     }
     let node_a = Server::start(dir_a.path(), &["--database", &database]);
     // Node B gets A's keys, TLS identity and public URLs before its first start.
@@ -1230,22 +1228,7 @@ async fn two_server_processes_share_one_postgresql_database() {
     let patient_b = format!("https://localhost:{}", node_b.patient.port());
     let hddt_b = format!("https://localhost:{}", node_b.hddt.port());
 
-    let mut identity = certificate.cert_pem.clone().into_bytes();
-    identity.extend(certificate.key_pem.as_bytes());
-    let ca = reqwest::Certificate::from_pem(
-        &std::fs::read(dir_a.path().join("tls/dev-ca.pem")).unwrap(),
-    )
-    .unwrap();
-    let diga = reqwest::Client::builder()
-        .tls_certs_only([ca.clone()])
-        .identity(reqwest::Identity::from_pem(&identity).unwrap())
-        .build()
-        .unwrap();
-    let browser = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let (diga, browser) = diga_clients(dir_a.path(), &certificate);
     let sdk = |base: &str| {
         let http = https_client(dir_a.path());
         let base = url::Url::parse(&format!("{base}/")).unwrap();
